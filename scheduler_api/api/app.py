@@ -1,0 +1,175 @@
+"""`create_app(settings)`: the FastAPI application, its Redis client and its error handling.
+
+Error rules, for every endpoint:
+* invalid input (path, JSON body, a trigger) -> 400 ``{"success": false, "error", "details"}``,
+  malformed JSON included; nothing is changed;
+* a body larger than ``MAX_BODY_BYTES`` -> 413 in the same shape, before it is read in full;
+* Redis unreachable -> 503 ``Redis is unavailable``;
+* anything unexpected -> 500 in the same shape, logged with its traceback, never sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis import Redis
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from scheduler_api import __version__, store
+from scheduler_api.api.routes import router
+from scheduler_api.errors import InvalidRequest, StoreUnavailable
+from scheduler_api.settings import Settings
+
+log = logging.getLogger("scheduler_api.api")
+
+
+def error_body(error: str, details: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    return {"success": False, "error": error, "details": details or []}
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    """('body', 'triggers', 1, 'cron') -> 'triggers[1].cron'."""
+    parts = list(loc)
+    if parts and parts[0] in ("body", "path", "query") and len(parts) > 1:
+        parts = parts[1:]
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out or "body"
+
+
+def _message(err: dict[str, Any]) -> str:
+    msg = str(err.get("msg", "invalid"))
+    return msg.removeprefix("Value error, ")
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        detail = next(e for e in errors if e.get("type") == "json_invalid")
+        reason = (detail.get("ctx") or {}).get("error", "invalid JSON")
+        return JSONResponse(
+            error_body("Malformed JSON body", [{"path": "body", "message": str(reason)}]), status_code=400
+        )
+    details = [{"path": _path(tuple(e.get("loc", ()))), "message": _message(e)} for e in errors]
+    return JSONResponse(error_body("Invalid request", details), status_code=400)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidRequest)
+    return JSONResponse(error_body(exc.message, exc.details), status_code=exc.status)
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("redis unavailable: %s", exc)
+    return JSONResponse(error_body("Redis is unavailable; nothing was changed, try again later", []), status_code=503)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(error_body("Internal server error"), status_code=500)
+
+
+class BodySizeLimit:
+    """Answers 413 to a request body over `limit` bytes, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_big = JSONResponse(
+            error_body(
+                "Request body too large",
+                [{"path": "body", "message": f"must be at most {self.limit} bytes"}],
+            ),
+            status_code=413,
+        )
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.limit:
+                    await too_big(scope, receive, send)
+                    return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await too_big(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings, *, redis_client: Redis | None = None) -> FastAPI:
+    """Build the API. Redis is opened in the lifespan (or `redis_client` is used as given)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = redis_client is None
+        app.state.redis = redis_client or store.connect(settings.redis_url, timeout=settings.redis_timeout_seconds)
+        try:
+            yield
+        finally:
+            if own:
+                app.state.redis.close()
+
+    app = FastAPI(
+        title="scheduler-api",
+        version=__version__,
+        description="Fires HTTP requests on cron schedules, per workspace.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.include_router(router)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(InvalidRequest, _invalid_request)
+    app.add_exception_handler(StoreUnavailable, _unavailable)
+    app.add_exception_handler(redis.ConnectionError, _unavailable)
+    app.add_exception_handler(redis.TimeoutError, _unavailable)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    return app

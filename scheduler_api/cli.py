@@ -1,0 +1,167 @@
+"""`scheduler-api serve | worker | scheduler | dev`: the service's processes.
+
+* ``serve``     the HTTP API under uvicorn on ``$HOST:$PORT``;
+* ``worker``    a delivery worker (`scheduler_api.worker`);
+* ``scheduler`` the scheduler (`scheduler_api.scheduling`); run several for high availability;
+* ``dev``       all three as child processes, with an embedded Redis when none is configured
+                or answering on localhost:6379 (persisted under ``--data-dir``). Ctrl-C stops all.
+
+Settings come from the environment and `.env`; an invalid one stops the command at start-up with
+a message naming the variable (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from scheduler_api.errors import SettingsError
+from scheduler_api.settings import DEFAULT_REDIS_URL, Settings, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as e:
+        print(f"scheduler-api: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from scheduler_api.api import create_app
+    from scheduler_api.logs import setup_logging
+
+    setup_logging(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.delivery_timeout_seconds),
+    )
+
+
+def worker(settings: Settings, burst: bool = False) -> None:
+    from scheduler_api.logs import setup_logging
+    from scheduler_api.store import connect
+    from scheduler_api.worker import run_worker
+
+    setup_logging(settings)
+    run_worker(settings, connect(settings.redis_url), burst=burst)
+
+
+def scheduler(settings: Settings) -> None:
+    from scheduler_api.logs import setup_logging
+    from scheduler_api.scheduling import TriggerScheduler
+    from scheduler_api.store import connect
+
+    setup_logging(settings)
+    TriggerScheduler(settings, connection=connect(settings.redis_url, timeout=10)).run()
+
+
+def dev(settings: Settings, *, data_dir: Path, embedded: bool) -> int:
+    from scheduler_api.redis_server import RedisServer, answers
+
+    redis_server: RedisServer | None = None
+    redis_url = settings.redis_url
+    if embedded or (
+        "REDIS_URL" not in os.environ
+        and "redis_url" not in settings.model_fields_set
+        and not answers(DEFAULT_REDIS_URL)
+    ):
+        redis_server = RedisServer(port=None if embedded else 6379, data_dir=data_dir / "redis").start()
+        redis_url = redis_server.url
+        print(f"scheduler-api dev: started redis-server on {redis_url} (data in {data_dir / 'redis'})", flush=True)
+    else:
+        print(f"scheduler-api dev: using Redis at {redis_url}", flush=True)
+
+    env = dict(os.environ, REDIS_URL=redis_url)
+    env.setdefault("HOST", "127.0.0.1")
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = 0
+    try:
+        for role in ("serve", "scheduler", "worker"):
+            children[role] = subprocess.Popen([sys.executable, "-m", "scheduler_api.cli", role], env=env)
+        host = "127.0.0.1" if env["HOST"] in ("0.0.0.0", "::") else env["HOST"]
+        print(
+            f"scheduler-api dev: API on http://{host}:{settings.port}  "
+            f"docs on http://{host}:{settings.port}/docs  (Ctrl-C stops everything)",
+            flush=True,
+        )
+        while not stopping:
+            for role, child in children.items():
+                if child.poll() is not None:
+                    print(
+                        f"scheduler-api dev: {role} exited with {child.returncode}; stopping",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    code = 1
+                    stopping = True
+            time.sleep(0.2)
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + settings.delivery_timeout_seconds + 5
+        for child in children.values():
+            try:
+                child.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if redis_server is not None:
+            redis_server.stop()
+        print("scheduler-api dev: stopped", flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="scheduler-api", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the HTTP API (uvicorn) on $HOST:$PORT")
+    w = sub.add_parser("worker", help="run a delivery worker")
+    w.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    sub.add_parser("scheduler", help="run the scheduler")
+    d = sub.add_parser("dev", help="run API, scheduler and worker together, with Redis if needed")
+    d.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".scheduler-api"),
+        help="where the embedded Redis keeps its data (default: ./.scheduler-api)",
+    )
+    d.add_argument(
+        "--embedded-redis",
+        action="store_true",
+        help="always start a private redis-server on a free port, even if one answers",
+    )
+    args = parser.parse_args(argv)
+    settings = _settings()
+    if args.command == "serve":
+        serve(settings)
+    elif args.command == "worker":
+        worker(settings, burst=args.burst)
+    elif args.command == "scheduler":
+        scheduler(settings)
+    else:
+        raise SystemExit(dev(settings, data_dir=args.data_dir, embedded=args.embedded_redis))
+
+
+if __name__ == "__main__":
+    main()

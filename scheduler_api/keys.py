@@ -1,0 +1,50 @@
+"""Every Redis key the service uses, in one place.
+
+Triggers (written by the API, read by the scheduler and the workers):
+  ``sa:ws:{workspace_id}``   hash: trigger index -> definition JSON (with a version ``v``)
+  ``sa:schedule``            rq-scheduler's schedule: sorted set, member jobId
+                             (``{workspace_id}:{index}``), score = next run (unix seconds)
+
+Firings (written by the scheduler and the workers):
+  ``sa:batch:{id}``          hash: firing id -> firing JSON, the firings one RQ job carries;
+                             a field is removed once its firing has an outcome
+  ``sa:outbox``              sorted set: batch ids written but not yet pushed to RQ
+  ``sa:leases``              sorted set: batch id -> when its worker's lease runs out
+  ``sa:retries``             sorted set: firing id -> when its next attempt is due
+  ``sa:retry-data``          hash: firing id -> firing JSON for that attempt
+  ``sa:records``             hash: firing id -> the firing's record JSON (outcome, attempts)
+  ``sa:done`` / ``sa:failed`` sorted sets of firing ids by finish time, trimmed by retention
+"""
+
+from __future__ import annotations
+
+PREFIX = "sa:"
+SCHEDULE = PREFIX + "schedule"
+OUTBOX = PREFIX + "outbox"
+LEASES = PREFIX + "leases"
+RETRIES = PREFIX + "retries"
+RETRY_DATA = PREFIX + "retry-data"
+RECORDS = PREFIX + "records"
+DONE = PREFIX + "done"
+FAILED = PREFIX + "failed"
+WORKSPACE_PREFIX = PREFIX + "ws:"
+BATCH_PREFIX = PREFIX + "batch:"
+
+
+def workspace(workspace_id: str) -> str:
+    return WORKSPACE_PREFIX + workspace_id
+
+
+def batch(batch_id: str) -> str:
+    return BATCH_PREFIX + batch_id
+
+
+def job_id(workspace_id: str, index: int | str) -> str:
+    """The trigger's jobId, as in the original: ``{workspace_id}:{index}``."""
+    return f"{workspace_id}:{index}"
+
+
+def split_job_id(job_id_: str) -> tuple[str, str]:
+    """``ws:3`` -> (``ws``, ``3``). Workspace ids never contain a colon."""
+    workspace_id, _, index = job_id_.rpartition(":")
+    return workspace_id, index

@@ -1,0 +1,197 @@
+"""Triggers in Redis: replace, list and delete a workspace's list, atomically.
+
+Each trigger is two things, written together by one Lua script so that every observer (readers,
+the schedulers, the workers) sees the old list or the new list, never a mix:
+
+* its definition, a field of the workspace hash ``sa:ws:{id}``, with a fresh version ``v``;
+* its cron entry in rq-scheduler's schedule (``sa:schedule``), member ``{workspace_id}:{index}``,
+  score = its next run time. The number of schedule entries of a workspace always equals its count.
+
+Failure rules: a Redis connection or timeout error is raised as `StoreUnavailable` (the API
+answers 503) and, because the write is one script, leaves the workspace as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis import Redis
+
+from scheduler_api import cron as cronlib
+from scheduler_api import keys
+from scheduler_api.errors import StoreUnavailable
+from scheduler_api.triggers import Trigger
+
+_REPLACE = """
+local old = redis.call('HKEYS', KEYS[1])
+for _, idx in ipairs(old) do redis.call('ZREM', KEYS[2], ARGV[1] .. idx) end
+redis.call('DEL', KEYS[1])
+local n = tonumber(ARGV[2])
+for i = 0, n - 1 do
+  local idx = ARGV[3 + i * 3]
+  redis.call('HSET', KEYS[1], idx, ARGV[4 + i * 3])
+  redis.call('ZADD', KEYS[2], ARGV[5 + i * 3], ARGV[1] .. idx)
+end
+return #old
+"""
+
+_LIST = """
+local defs = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #defs, 2 do
+  out[#out + 1] = defs[i]
+  out[#out + 1] = defs[i + 1]
+  out[#out + 1] = redis.call('ZSCORE', KEYS[2], ARGV[1] .. defs[i]) or ''
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class StoredTrigger:
+    """A trigger as stored: its definition, index and next run time."""
+
+    workspace_id: str
+    index: int
+    version: str
+    cron: str
+    url: str
+    method: str
+    payload: dict[str, Any] | None
+    headers: dict[str, str]
+    next_run_at: float | None = None
+
+    @property
+    def job_id(self) -> str:
+        return keys.job_id(self.workspace_id, self.index)
+
+    @property
+    def job_name(self) -> str:
+        return f"{self.workspace_id}-trigger-{self.index}"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "v": self.version,
+                "cron": self.cron,
+                "url": self.url,
+                "method": self.method,
+                "payload": self.payload,
+                "headers": self.headers,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(
+        cls, workspace_id: str, index: int, raw: str | bytes, next_run_at: float | None = None
+    ) -> StoredTrigger:
+        data = json.loads(raw)
+        return cls(
+            workspace_id=workspace_id,
+            index=index,
+            version=data["v"],
+            cron=data["cron"],
+            url=data["url"],
+            method=data["method"],
+            payload=data.get("payload"),
+            headers=data.get("headers") or {},
+            next_run_at=next_run_at,
+        )
+
+
+@contextmanager
+def redis_errors() -> Iterator[None]:
+    """Turn Redis connection and timeout errors into `StoreUnavailable`."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        raise StoreUnavailable(f"Redis is unreachable: {e}") from e
+
+
+def run_script(conn: Redis, source: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+    """EVALSHA `source`, loading it first when Redis does not know it yet."""
+    return conn.register_script(source)(keys=list(keys_), args=list(args))
+
+
+def replace(
+    conn: Redis,
+    workspace_id: str,
+    triggers: Sequence[Trigger],
+    *,
+    now: Callable[[], float] = time.time,
+) -> tuple[int, list[StoredTrigger]]:
+    """Replace the workspace's whole list; return (how many were removed, the new list)."""
+    ts = now()
+    stored = [
+        StoredTrigger(
+            workspace_id=workspace_id,
+            index=i,
+            version=secrets.token_hex(6),
+            cron=t.cron,
+            url=t.url,
+            method=t.method,
+            payload=t.payload,
+            headers=dict(t.headers or {}),
+            next_run_at=cronlib.parse(t.cron).next_after(ts),
+        )
+        for i, t in enumerate(triggers)
+    ]
+    args: list[Any] = [keys.job_id(workspace_id, ""), len(stored)]
+    for s in stored:
+        args += [s.index, s.to_json(), repr(s.next_run_at)]
+    with redis_errors():
+        removed = run_script(conn, _REPLACE, [keys.workspace(workspace_id), keys.SCHEDULE], args)
+    return int(removed), stored
+
+
+def delete(conn: Redis, workspace_id: str) -> int:
+    """Remove every trigger of the workspace; return how many there were."""
+    removed, _ = replace(conn, workspace_id, [])
+    return removed
+
+
+def list_triggers(conn: Redis, workspace_id: str) -> list[StoredTrigger]:
+    """The workspace's triggers in index order, each with its next run time; [] if unknown."""
+    with redis_errors():
+        flat = run_script(conn, _LIST, [keys.workspace(workspace_id), keys.SCHEDULE], [keys.job_id(workspace_id, "")])
+    out = []
+    for i in range(0, len(flat), 3):
+        score = flat[i + 2]
+        out.append(StoredTrigger.from_json(workspace_id, int(flat[i]), flat[i + 1], float(score) if score else None))
+    return sorted(out, key=lambda t: t.index)
+
+
+def load_definitions(conn: Redis, job_ids: Sequence[str]) -> dict[str, StoredTrigger]:
+    """Definitions of the given jobIds, in one round trip; missing ones are left out."""
+    pipe = conn.pipeline(transaction=False)
+    for jid in job_ids:
+        ws, idx = keys.split_job_id(jid)
+        pipe.hget(keys.workspace(ws), idx)
+    out: dict[str, StoredTrigger] = {}
+    for jid, raw in zip(job_ids, pipe.execute(), strict=True):
+        if raw is not None:
+            ws, idx = keys.split_job_id(jid)
+            out[jid] = StoredTrigger.from_json(ws, int(idx), raw)
+    return out
+
+
+def connect(url: str, *, timeout: float | None = None) -> Redis:
+    """A Redis client for `url` (``redis://``, ``rediss://``, ``unix://``).
+
+    It returns bytes, as RQ needs. With `timeout`, connecting and each command give up after that
+    many seconds, so a caller answers "unavailable" quickly instead of hanging.
+    """
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+    )

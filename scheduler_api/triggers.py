@@ -1,0 +1,112 @@
+"""What a trigger is, and the validation of one (pydantic v2).
+
+A trigger is ``cron + url + method + optional payload + optional headers``. Validation rules,
+each answered with a 400 whose `details[].path` names the field (``triggers[1].cron``):
+
+* ``cron``: a string that `scheduler_api.cron.parse` accepts (the scheduler's own parser).
+* ``url``: an absolute ``http://`` or ``https://`` URL with a host, at most 2048 characters,
+  no whitespace or control characters.
+* ``method``: GET, POST, PUT, PATCH or DELETE (any case; stored upper-case).
+* ``payload``: a JSON object or null. It is sent as the JSON body of POST, PUT and PATCH;
+  GET and DELETE requests carry no body, so a payload on them is stored but not sent.
+* ``headers``: an object of string to string; names are RFC 9110 tokens, values contain no
+  CR, LF or NUL. Values are secrets: no response or log ever shows them, only the names.
+* Unknown fields are rejected, so that a typo (``header``) is not silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+
+from scheduler_api import cron as cronlib
+
+WORKSPACE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+MAX_URL_LENGTH = 2048
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_BAD_URL_CHARS = re.compile(r"[\x00-\x20\x7f]")
+
+Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def check_workspace_id(workspace_id: str) -> str | None:
+    """None when valid, else what is wrong with it."""
+    if WORKSPACE_ID.match(workspace_id):
+        return None
+    return f"must be 1-128 characters of A-Z a-z 0-9 _ . -, got {workspace_id[:140]!r}"
+
+
+class Trigger(BaseModel):
+    """One trigger as a client sends it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cron: StrictStr = Field(description="Cron expression: 5 fields, or 6 with seconds first, or @hourly etc.")
+    url: StrictStr = Field(description="Absolute http(s) URL the request is sent to.")
+    method: Method = Field(description="HTTP method.")
+    payload: dict[str, Any] | None = Field(None, description="JSON body for POST/PUT/PATCH.")
+    headers: dict[str, StrictStr] | None = Field(None, description="Extra request headers (values are secret).")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        try:
+            cronlib.parse(value)
+        except cronlib.CronError as e:
+            raise ValueError(str(e)) from None
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if len(value) > MAX_URL_LENGTH:
+            raise ValueError(f"must be at most {MAX_URL_LENGTH} characters, got {len(value)}")
+        if _BAD_URL_CHARS.search(value):
+            raise ValueError("must not contain spaces or control characters")
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError as e:
+            raise ValueError(f"is not a valid URL: {e}") from None
+        if parts.scheme.lower() not in ("http", "https"):
+            raise ValueError(f"must be an http:// or https:// URL, got {value[:100]!r}")
+        if not parts.hostname:
+            raise ValueError(f"must have a host, got {value[:100]!r}")
+        if port == 0:
+            raise ValueError("port must be between 1 and 65535")
+        return value
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            upper = value.upper()
+            if upper in METHODS:
+                return upper
+            raise ValueError(f"must be one of {', '.join(METHODS)}, got {value[:20]!r}")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        for name, header_value in value.items():
+            if not _TOKEN.match(name):
+                raise ValueError(f"{name[:60]!r} is not a valid header name")
+            if any(c in header_value for c in "\r\n\x00"):
+                raise ValueError(f"value of {name!r} must not contain CR, LF or NUL")
+        return value
+
+
+class ReplaceTriggers(BaseModel):
+    """Body of ``POST /api/workspaces/{workspace_id}/triggers``: the workspace's whole new list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    triggers: list[Trigger] = Field(description="The new list; it replaces every existing trigger.")

