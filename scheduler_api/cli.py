@@ -33,6 +33,10 @@ def _settings() -> Settings:
         raise SystemExit(2) from None
 
 
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
@@ -40,6 +44,11 @@ def serve(settings: Settings) -> None:
     from scheduler_api.logs import setup_logging
 
     setup_logging(settings)
+    # uvicorn shuts down gracefully on SIGTERM / SIGINT, then raises the signal again with the
+    # handlers it found, which would end the process "killed by SIGTERM" (or a KeyboardInterrupt
+    # traceback). After a graceful stop the exit status is 0, as process managers expect.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

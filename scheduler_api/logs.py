@@ -39,3 +39,5 @@ def setup_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
+    # httpx logs every request line with its full URL at INFO; URLs may carry tokens.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

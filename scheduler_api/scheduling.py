@@ -14,7 +14,8 @@ because rq-scheduler's own one, as measured in issue #3:
     each entry's score and version, so any number of schedulers can run and each firing is
     enqueued once; no lock is taken at all;
   * forgets due times passed while no scheduler ran - here the most recent one fires if it is at
-    most `MISFIRE_GRACE_SECONDS` late, older ones are recorded as ``missed`` and logged.
+    most `MISFIRE_GRACE_SECONDS` late (older ones are logged as skipped); if even the most recent
+    one is later than that, it is recorded as ``missed`` and logged, and nothing fires.
 
 Failure rules: a Redis error in a tick is logged and the tick is retried on the next poll; no
 schedule entry is advanced unless its firing was written in the same script, and a written batch

@@ -36,7 +36,7 @@ Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 def check_workspace_id(workspace_id: str) -> str | None:
     """None when valid, else what is wrong with it."""
-    if WORKSPACE_ID.match(workspace_id):
+    if WORKSPACE_ID.fullmatch(workspace_id):  # fullmatch: `$` alone also matches before a final "\n"
         return None
     return f"must be 1-128 characters of A-Z a-z 0-9 _ . -, got {workspace_id[:140]!r}"
 

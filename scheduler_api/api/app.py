@@ -116,18 +116,24 @@ class BodySizeLimit:
                     return
         received = 0
         started = False
+        exceeded = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
+                    exceeded = True
                     raise _BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if exceeded and not started:
+                # FastAPI catches the error raised while it reads the body and answers 400
+                # ("error parsing the body"): drop that answer, the 413 below replaces it.
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -135,8 +141,9 @@ class BodySizeLimit:
         try:
             await self.app(scope, counting_receive, tracking_send)
         except _BodyTooLarge:
-            if not started:
-                await too_big(scope, receive, send)
+            pass
+        if exceeded and not started:
+            await too_big(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):

@@ -1,0 +1,190 @@
+"""Settings: read from the environment and `.env`, original defaults, bad values stop the start-up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler_api.errors import SettingsError
+from scheduler_api.redis_server import free_port
+from scheduler_api.settings import Settings, load_settings
+
+ENV_NAMES = [name.upper() for name in Settings.model_fields]
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No setting in the environment (any case) and a cwd without `.env`."""
+    for name in list(os.environ):
+        if name.upper() in ENV_NAMES:
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_the_issue_names_are_all_settings() -> None:
+    issue_names = {
+        "PORT",
+        "APP_ENV",
+        "REDIS_URL",
+        "DELIVERY_TIMEOUT_SECONDS",
+        "DELIVERY_MAX_RETRIES",
+        "DELIVERY_BACKOFF_SECONDS",
+        "WORKER_CONCURRENCY",
+        "SCHEDULER_INTERVAL_SECONDS",
+        "COMPLETED_KEEP_SECONDS",
+        "COMPLETED_KEEP_COUNT",
+        "FAILED_KEEP_COUNT",
+        "MAX_TRIGGERS_PER_WORKSPACE",
+    }
+    assert issue_names <= set(ENV_NAMES)
+
+
+def test_defaults_are_the_originals(clean_env: Path) -> None:
+    s = load_settings()
+    assert s.port == 3000
+    assert s.app_env == "development"
+    assert s.redis_url == "redis://localhost:6379/0"
+    assert s.delivery_timeout_seconds == 30  # "HTTP requests have a 30-second timeout"
+    assert s.delivery_max_retries == 3  # "retried up to 3 times"
+    assert s.worker_concurrency == 10  # "up to 10 jobs concurrently"
+    assert s.completed_keep_seconds == 86_400  # "kept for 24 hours"
+    assert s.completed_keep_count == 100  # "(last 100)"
+    assert s.failed_keep_count == 1000  # "(last 1000)"
+    assert s.delivery_backoff_seconds > 0
+    assert s.scheduler_interval_seconds > 0
+    assert s.max_triggers_per_workspace >= 100
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("PORT", "8123", 8123),
+        ("APP_ENV", "production", "production"),
+        ("REDIS_URL", "redis://cache.internal:6380/2", "redis://cache.internal:6380/2"),
+        ("REDIS_URL", "rediss://user:pw@cache.internal:6380/0", "rediss://user:pw@cache.internal:6380/0"),
+        ("REDIS_URL", "unix:///run/redis.sock", "unix:///run/redis.sock"),
+        ("DELIVERY_TIMEOUT_SECONDS", "12.5", 12.5),
+        ("DELIVERY_MAX_RETRIES", "0", 0),
+        ("DELIVERY_BACKOFF_SECONDS", "0.25", 0.25),
+        ("WORKER_CONCURRENCY", "64", 64),
+        ("SCHEDULER_INTERVAL_SECONDS", "0.5", 0.5),
+        ("COMPLETED_KEEP_SECONDS", "3600", 3600),
+        ("COMPLETED_KEEP_COUNT", "7", 7),
+        ("FAILED_KEEP_COUNT", "9", 9),
+        ("MAX_TRIGGERS_PER_WORKSPACE", "5", 5),
+    ],
+)
+def test_each_variable_is_read_from_the_environment(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: Any
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert getattr(load_settings(), name.lower()) == expected
+
+
+def test_dotenv_in_cwd_is_read(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (clean_env / ".env").write_text(
+        "# local settings\nPORT=4321\nAPP_ENV=production\nREDIS_URL=redis://from-dotenv:6379/3\nWORKER_CONCURRENCY=4\n",
+        encoding="utf-8",
+    )
+    s = load_settings()
+    assert (s.port, s.app_env, s.redis_url, s.worker_concurrency) == (
+        4321,
+        "production",
+        "redis://from-dotenv:6379/3",
+        4,
+    )
+    # The real environment wins over `.env`.
+    monkeypatch.setenv("PORT", "5555")
+    assert load_settings().port == 5555
+
+
+def test_dotenv_elsewhere_is_not_read(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (clean_env / ".env").write_text("PORT=4321\n", encoding="utf-8")
+    sub = clean_env / "sub"
+    sub.mkdir()
+    monkeypatch.chdir(sub)
+    assert load_settings().port == 3000
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PORT", "abc"),
+        ("PORT", "0"),
+        ("PORT", "70000"),
+        ("APP_ENV", "staging"),
+        ("WORKER_CONCURRENCY", "0"),
+        ("WORKER_CONCURRENCY", "lots"),
+        ("DELIVERY_TIMEOUT_SECONDS", "0"),
+        ("DELIVERY_MAX_RETRIES", "-1"),
+        ("REDIS_URL", "http://localhost:6379"),
+        ("MAX_TRIGGERS_PER_WORKSPACE", "0"),
+        ("COMPLETED_KEEP_COUNT", "-5"),
+    ],
+)
+def test_a_bad_value_names_the_variable(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert f"{name}:" in message
+    assert value in message
+
+
+def test_every_bad_variable_is_named(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "abc")
+    monkeypatch.setenv("APP_ENV", "staging")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "PORT:" in message and "APP_ENV:" in message
+
+
+def _clean_subprocess_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k.upper() not in ENV_NAMES and k != "HOST"}
+    # Should validation ever let it through, it must neither take a real port nor find a real Redis.
+    env.update(PORT=str(free_port()), HOST="127.0.0.1", REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    env.update(values)
+    return env
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PORT", "abc"), ("APP_ENV", "staging"), ("WORKER_CONCURRENCY", "0")],
+)
+def test_serve_refuses_to_start_with_a_bad_value(tmp_path: Path, name: str, value: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "scheduler_api.cli", "serve"],
+        env=_clean_subprocess_env(**{name: value}),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert name in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Uvicorn running" not in result.stderr + result.stdout
+
+
+def test_serve_refuses_a_bad_value_from_dotenv(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("APP_ENV=staging\n", encoding="utf-8")
+    env = _clean_subprocess_env()
+    result = subprocess.run(
+        [sys.executable, "-m", "scheduler_api.cli", "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "APP_ENV" in result.stderr and "staging" in result.stderr
