@@ -19,7 +19,8 @@ Outcome rules:
   (n = retries so far + 1); the retry is its own firing entry, due at that time, that the
   scheduler moves into a new batch; then the firing is **failed** - final;
 * a firing whose trigger was removed or replaced since it was scheduled is **dropped** unsent:
-  a replace or delete takes effect for every firing not yet started.
+  a replace or delete takes effect for every firing not yet started (a batch being delivered
+  reads the definitions again every 0.25 s for its firings still waiting for a free slot).
 Outcomes are written every 0.25 s and when the batch ends. A worker that dies mid-batch stops
 renewing its lease; the scheduler then hands the firings without an outcome to another worker,
 so a firing is delivered at least once (possibly twice if it was sent but not yet recorded: the
@@ -262,15 +263,28 @@ class DeliveryRuntime:
 
         keeper_task = asyncio.create_task(keeper())
         tasks: list[asyncio.Task[None]] = []
+        # Firings waiting for a free slot have not started: a replace or delete made meanwhile must
+        # drop them too, so definitions are read again when the last read is FLUSH_EVERY_SECONDS old.
+        current: dict[str, StoredTrigger] | None = None
+        checked = time.monotonic()
         try:
-            for firing, trigger in work:
+            for i, (firing, trigger) in enumerate(work):
                 await sem.acquire()
                 if self.stopping:
                     sem.release()
-                    log.info(
-                        "batch %s: stopping, %d firing(s) left for another worker", batch_id, len(work) - len(tasks)
-                    )
+                    log.info("batch %s: stopping, %d firing(s) left for another worker", batch_id, len(work) - i)
                     break
+                if time.monotonic() - checked >= FLUSH_EVERY_SECONDS:
+                    current = load_definitions(conn, sorted({f.job_id for f, _ in work[i:]}))
+                    checked = time.monotonic()
+                if current is not None:
+                    latest = current.get(firing.job_id)
+                    if latest is None or latest.version != firing.version:
+                        sem.release()
+                        log.info("firing %s dropped: its trigger was removed or replaced", firing.id)
+                        pending.append(Outcome("x", firing.id))
+                        counts["dropped"] += 1
+                        continue
                 tasks.append(asyncio.create_task(one(firing, trigger)))
             await asyncio.gather(*tasks)
         finally:
