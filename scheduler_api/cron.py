@@ -8,7 +8,10 @@ Names (``JAN``, ``MON``), ranges, lists, steps and croniter's ``L``, ``W`` and `
 Rejected: seven fields (years), croniter's hashed/random ``H``/``R`` values (they would fire at
 times nobody wrote down) and expressions that never match (``0 0 31 2 *``).
 
-All times are UTC unix timestamps (floats). The validation, the API's previews and the
+All times are unix timestamps (floats). An expression is read on the wall clock of its time zone
+(default UTC). DST policy: a local time that does not exist (spring forward) fires once, at the
+first instant after the gap; a local time that happens twice (fall back) fires once, at its first
+occurrence. The validation, the API's previews and the
 scheduler all go through `parse` and `next_after`, so the API never accepts what the scheduler
 cannot run.
 """
@@ -18,8 +21,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
@@ -33,20 +37,32 @@ class CronError(ValueError):
 
 @dataclass(frozen=True)
 class Cron:
-    """A validated cron expression."""
+    """A validated cron expression, read in the IANA time zone `tz` (default UTC)."""
 
     expr: str
     seconds_first: bool
+    tz: str = "UTC"
 
     def next_after(self, ts: float) -> float:
-        """The first run time strictly after `ts` (unix seconds, UTC)."""
-        return _next_after(self.expr, self.seconds_first, ts)
+        """The first run time strictly after `ts` (unix seconds)."""
+        if self.tz == "UTC":
+            return _next_after(self.expr, self.seconds_first, ts)
+        return _next_after_local(self.expr, self.seconds_first, self.tz, ts)
 
     def last_at_or_before(self, ts: float) -> float:
-        """The latest run time at or before `ts` (croniter's get_prev is strictly before its start,
-        and run times are whole seconds)."""
-        it = croniter(self.expr, math.floor(ts) + 1, ret_type=float, second_at_beginning=self.seconds_first)
-        return float(it.get_prev(float))
+        """The latest run time at or before `ts` (run times are whole seconds)."""
+        if self.tz == "UTC":
+            # croniter's get_prev is strictly before its start.
+            it = croniter(self.expr, math.floor(ts) + 1, ret_type=float, second_at_beginning=self.seconds_first)
+            return float(it.get_prev(float))
+        zone = ZoneInfo(self.tz)
+        wall = datetime.fromtimestamp(math.floor(ts), zone).replace(tzinfo=None) + timedelta(seconds=1)
+        it = croniter(self.expr, wall, ret_type=datetime, second_at_beginning=self.seconds_first)
+        for _ in range(_MAX_SCAN):
+            instant = _instant(it.get_prev(datetime), zone)
+            if instant <= ts:
+                return instant
+        raise CronError(f"no run time of {self.expr!r} found before {ts}")
 
     def next_runs(self, ts: float, count: int) -> list[float]:
         out: list[float] = []
@@ -56,6 +72,9 @@ class Cron:
         return out
 
 
+_MAX_SCAN = 100_000  # wall-clock matches skipped at most: an hour of a per-second cron, with room
+
+
 @lru_cache(maxsize=65_536)
 def _next_after(expr: str, seconds_first: bool, ts: float) -> float:
     # Memoised: in a tick, thousands of triggers share a few expressions and the same due time.
@@ -63,9 +82,55 @@ def _next_after(expr: str, seconds_first: bool, ts: float) -> float:
     return float(it.get_next(float))
 
 
+@lru_cache(maxsize=65_536)
+def _next_after_local(expr: str, seconds_first: bool, tz: str, ts: float) -> float:
+    """The DST policy. Matches are found on the local wall clock and mapped to instants:
+    a wall time in a spring-forward gap maps to the first instant after the gap, a wall time
+    that occurs twice maps to its first occurrence (so it fires once), and every instant at or
+    before `ts` is skipped - several gap times collapse onto one instant, which fires once."""
+    zone = ZoneInfo(tz)
+    wall = datetime.fromtimestamp(math.floor(ts), zone).replace(tzinfo=None)
+    it = croniter(expr, wall, ret_type=datetime, second_at_beginning=seconds_first)
+    for _ in range(_MAX_SCAN):
+        instant = _instant(it.get_next(datetime), zone)
+        if instant > ts:
+            return instant
+    raise CronError(f"no run time of {expr!r} found after {ts}")
+
+
+def _instant(wall: datetime, zone: ZoneInfo) -> float:
+    """Unix time of the naive local `wall` time under the DST policy (see `_next_after_local`)."""
+    first = wall.replace(tzinfo=zone, fold=0)
+    if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == wall:
+        return first.timestamp()  # exists; fold=0 is the first of two occurrences
+    # In a gap: zoneinfo maps fold=1 before the transition and fold=0 after it; the transition
+    # is the first instant whose offset is the later one. Bisect to the second.
+    lo = int(wall.replace(tzinfo=zone, fold=1).timestamp())
+    hi = int(first.timestamp())
+    after = datetime.fromtimestamp(hi, zone).utcoffset()
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, zone).utcoffset() == after:
+            hi = mid
+        else:
+            lo = mid
+    return float(hi)
+
+
+def check_timezone(tz: str) -> str:
+    """Return `tz` if it is a known IANA zone name, else raise `CronError`."""
+    if not isinstance(tz, str) or not tz or len(tz) > 64:
+        raise CronError("must be an IANA time zone name such as 'Europe/Paris'")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise CronError(f"unknown time zone {tz!r}; use an IANA name such as 'America/New_York'") from e
+    return tz
+
+
 @lru_cache(maxsize=4096)
-def parse(expr: str) -> Cron:
-    """Validate `expr` and return a `Cron`; raise `CronError` saying what is wrong."""
+def parse(expr: str, tz: str = "UTC") -> Cron:
+    """Validate `expr` (and `tz`) and return a `Cron`; raise `CronError` saying what is wrong."""
     if not isinstance(expr, str):
         raise CronError("must be a string")
     text = " ".join(expr.split())
@@ -95,7 +160,7 @@ def parse(expr: str) -> Cron:
         valid = False
     if not valid:
         raise CronError(f"{text!r} is not a valid cron expression")
-    cron = Cron(normalized, seconds_first)
+    cron = Cron(normalized, seconds_first, check_timezone(tz))
     try:
         cron.next_after(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
     except (CroniterError, ValueError, OverflowError) as e:
@@ -109,3 +174,24 @@ def iso(ts: float) -> str:
     if dt.microsecond:
         return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return dt.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+_MACRO_EXPR = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+def describe(cron: Cron) -> str:
+    """A human description of the schedule (cron-descriptor), e.g. "At 09:00, Monday through Friday"."""
+    from cron_descriptor import Options, get_description
+
+    options = Options()
+    options.use_24hour_time_format = True
+    text = str(get_description(_MACRO_EXPR.get(cron.expr, cron.expr), options))
+    return text if cron.tz == "UTC" else f"{text} ({cron.tz})"

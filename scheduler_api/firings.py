@@ -12,7 +12,9 @@ firing JSON in ``sa:retries``. Every step here is one Lua script, so each is all
   scheduler that dies between writing and pushing leaves it in the outbox, pushed 30 s later.
 * `claim_lease` / `renew_lease` / `release` (worker) and `reap_leases` (scheduler): a batch whose
   worker stopped renewing its lease (killed) goes back to the outbox with its undelivered firings.
-* `record` (worker): outcomes of finished firings, retries to schedule, retention trimming.
+* `record` (worker): outcomes of finished firings, retries to schedule, retention trimming (per
+  workspace, see scheduler_api.history) and the metrics counters, in the same script.
+* `enqueue_manual` (API, "run now"): one firing outside the schedule, into the outbox.
 """
 
 from __future__ import annotations
@@ -28,34 +30,40 @@ from scheduler_api import keys
 from scheduler_api.store import run_script
 
 _TRIM = """
-local function trim(index, keep_seconds, keep_count, now)
-  if keep_seconds >= 0 then
-    local old = redis.call('ZRANGEBYSCORE', index, '-inf', now - keep_seconds)
-    for _, fid in ipairs(old) do redis.call('HDEL', KEYS_RECORDS, fid) end
-    if #old > 0 then redis.call('ZREMRANGEBYSCORE', index, '-inf', now - keep_seconds) end
+-- Retention of one workspace's records (see scheduler_api.history). `P` is the key prefix.
+local function trim(P, ws, now, keep_seconds, keep_done, keep_failed, keep_hist)
+  local rec, hist, done, failed = P .. 'rec:' .. ws, P .. 'hist:' .. ws, P .. 'done:' .. ws, P .. 'failed:' .. ws
+  local function drop(ids)
+    for _, id in ipairs(ids) do
+      redis.call('HDEL', rec, id)
+      redis.call('ZREM', hist, id)
+      redis.call('ZREM', done, id)
+      redis.call('ZREM', failed, id)
+    end
   end
-  local extra = redis.call('ZCARD', index) - keep_count
-  if extra > 0 then
-    local gone = redis.call('ZRANGE', index, 0, extra - 1)
-    for _, fid in ipairs(gone) do redis.call('HDEL', KEYS_RECORDS, fid) end
-    redis.call('ZREMRANGEBYRANK', index, 0, extra - 1)
-  end
+  if keep_seconds >= 0 then drop(redis.call('ZRANGEBYSCORE', done, '-inf', now - keep_seconds)) end
+  local extra = redis.call('ZCARD', done) - keep_done
+  if extra > 0 then drop(redis.call('ZRANGE', done, 0, extra - 1)) end
+  extra = redis.call('ZCARD', failed) - keep_failed
+  if extra > 0 then drop(redis.call('ZRANGE', failed, 0, extra - 1)) end
+  extra = redis.call('ZCARD', hist) - keep_hist
+  if extra > 0 then drop(redis.call('ZRANGE', hist, 0, extra - 1)) end
 end
 """
 
 _COMMIT_DUE = (
-    "local KEYS_RECORDS = KEYS[4]\n"
-    + _TRIM
+    _TRIM
     + """
--- KEYS: schedule, batch, outbox, records, failed
--- ARGV: batch id, now, failed keep count, n, then 9 per entry:
---   jobId, expected score, workspace key, index, version, next score, firing id, firing json, missed json
+-- KEYS: schedule, batch, outbox, metrics
+-- ARGV: batch id, now, prefix, keep seconds, keep done, keep failed, keep history, n, then 11 per entry:
+--   jobId, expected score, workspace key, index, version, next score, firing id, firing json,
+--   missed record json, workspace id, scheduled time
 local now = tonumber(ARGV[2])
-local n = tonumber(ARGV[4])
-local won = 0
-local missed = 0
+local n = tonumber(ARGV[8])
+local won, missed = 0, 0
+local touched = {}
 for i = 0, n - 1 do
-  local b = 5 + i * 9
+  local b = 9 + i * 11
   local jid = ARGV[b]
   local score = redis.call('ZSCORE', KEYS[1], jid)
   if score and tonumber(score) == tonumber(ARGV[b + 1]) then
@@ -69,16 +77,24 @@ for i = 0, n - 1 do
         won = won + 1
       end
       if ARGV[b + 8] ~= '' then
-        local rec = cjson.decode(ARGV[b + 8])
-        redis.call('HSET', KEYS[4], rec['id'], ARGV[b + 8])
-        redis.call('ZADD', KEYS[5], now, rec['id'])
+        local ws = ARGV[b + 9]
+        redis.call('HSET', ARGV[3] .. 'rec:' .. ws, ARGV[b + 6], ARGV[b + 8])
+        redis.call('ZADD', ARGV[3] .. 'hist:' .. ws, ARGV[b + 10], ARGV[b + 6])
+        redis.call('ZADD', ARGV[3] .. 'failed:' .. ws, now, ARGV[b + 6])
+        touched[ws] = true
         missed = missed + 1
       end
     end
   end
 end
-if won > 0 then redis.call('ZADD', KEYS[3], now, ARGV[1]) end
-if missed > 0 then trim(KEYS[5], -1, tonumber(ARGV[3]), now) end
+if won > 0 then
+  redis.call('ZADD', KEYS[3], now, ARGV[1])
+  redis.call('HINCRBY', KEYS[4], 'enqueued', won)
+end
+if missed > 0 then redis.call('HINCRBY', KEYS[4], 'missed', missed) end
+for ws, _ in pairs(touched) do
+  trim(ARGV[3], ws, now, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
+end
 return {won, missed}
 """
 )
@@ -134,42 +150,78 @@ return requeued
 """
 
 _RECORD = (
-    "local KEYS_RECORDS = KEYS[2]\n"
-    + _TRIM
+    _TRIM
     + """
--- KEYS: batch, records, done, failed, retries, retry-data, leases, outbox
--- ARGV: batch id, now, done keep seconds, done keep count, failed keep count, finished (0/1), n,
---       then 4 per item: kind (d delivered, f failed, r retry, x dropped), firing id, json, retry due
+-- KEYS: batch, retries, retry-data, leases, outbox, metrics
+-- ARGV: batch id, now, prefix, keep seconds, keep done, keep failed, keep history, finished (0/1), n,
+--       then 7 per item: kind, workspace id, firing id, record json, retry json, retry due, scheduled time
+-- kinds: d delivered, f failed, b blocked (final, never retried), r retry scheduled, x dropped unsent
 local now = tonumber(ARGV[2])
-local n = tonumber(ARGV[7])
-local done, failed = 0, 0
+local P = ARGV[3]
+local n = tonumber(ARGV[9])
+local touched = {}
+local outcome_name = {d = 'delivered', f = 'failed', b = 'blocked'}
 for i = 0, n - 1 do
-  local b = 8 + i * 4
-  local kind, fid, data = ARGV[b], ARGV[b + 1], ARGV[b + 2]
+  local b = 10 + i * 7
+  local kind, ws, fid = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   redis.call('HDEL', KEYS[1], fid)
-  if kind == 'd' then
-    redis.call('HSET', KEYS[2], fid, data)
-    redis.call('ZADD', KEYS[3], now, fid)
-    done = done + 1
-  elseif kind == 'f' then
-    redis.call('HSET', KEYS[2], fid, data)
-    redis.call('ZADD', KEYS[4], now, fid)
-    failed = failed + 1
-  elseif kind == 'r' then
-    redis.call('HSET', KEYS[6], fid, data)
-    redis.call('ZADD', KEYS[5], ARGV[b + 3], fid)
+  if kind == 'x' then
+    redis.call('HDEL', P .. 'rec:' .. ws, fid)
+    redis.call('ZREM', P .. 'hist:' .. ws, fid)
+  else
+    redis.call('HSET', P .. 'rec:' .. ws, fid, ARGV[b + 3])
+    redis.call('ZADD', P .. 'hist:' .. ws, ARGV[b + 6], fid)
+    touched[ws] = true
+    if kind == 'r' then
+      redis.call('HSET', KEYS[3], fid, ARGV[b + 4])
+      redis.call('ZADD', KEYS[2], ARGV[b + 5], fid)
+      redis.call('HINCRBY', KEYS[6], 'retry', 1)
+    elseif kind == 'd' then
+      redis.call('ZADD', P .. 'done:' .. ws, now, fid)
+    else
+      redis.call('ZADD', P .. 'failed:' .. ws, now, fid)
+    end
+    if outcome_name[kind] then redis.call('HINCRBY', KEYS[6], 'outcome:' .. outcome_name[kind], 1) end
+    if kind == 'd' then
+      redis.call('HINCRBY', KEYS[6], 'attempt:ok', 1)
+    elseif kind ~= 'b' then
+      redis.call('HINCRBY', KEYS[6], 'attempt:error', 1)
+    end
   end
 end
-if done > 0 then trim(KEYS[3], tonumber(ARGV[3]), tonumber(ARGV[4]), now) end
-if failed > 0 then trim(KEYS[4], -1, tonumber(ARGV[5]), now) end
+for ws, _ in pairs(touched) do
+  trim(P, ws, now, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
+end
 local left = redis.call('HLEN', KEYS[1])
-if ARGV[6] == '1' then
-  redis.call('ZREM', KEYS[7], ARGV[1])
-  if left > 0 then redis.call('ZADD', KEYS[8], now, ARGV[1]) end
+if ARGV[8] == '1' then
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  if left > 0 then redis.call('ZADD', KEYS[5], now, ARGV[1]) end
 end
 return left
 """
 )
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long records are kept, per workspace (see scheduler_api.history)."""
+
+    keep_seconds: int
+    keep_done: int
+    keep_failed: int
+    keep_history: int
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Retention:
+        return cls(
+            settings.completed_keep_seconds,
+            settings.completed_keep_count,
+            settings.failed_keep_count,
+            settings.history_max_per_workspace,
+        )
+
+    def args(self) -> list[int]:
+        return [self.keep_seconds, self.keep_done, self.keep_failed, self.keep_history]
 
 
 @dataclass
@@ -215,12 +267,13 @@ class DuePlan:
 
 
 def commit_due(
-    conn: Redis, batch_id: str, plans: Sequence[DuePlan], *, now: float, failed_keep: int
+    conn: Redis, batch_id: str, plans: Sequence[DuePlan], *, now: float, retention: Retention
 ) -> tuple[int, int]:
     """Apply `plans` where the schedule still holds what was read; return (fired, missed)."""
-    args: list[Any] = [batch_id, repr(now), failed_keep, len(plans)]
+    args: list[Any] = [batch_id, repr(now), keys.PREFIX, *retention.args(), len(plans)]
     for p in plans:
         ws, idx = keys.split_job_id(p.job_id)
+        missed_id = p.missed_record["id"] if p.missed_record else ""
         args += [
             p.job_id,
             repr(p.expected_score),
@@ -228,17 +281,28 @@ def commit_due(
             idx,
             p.version,
             repr(p.next_score),
-            p.firing.id if p.firing else "",
+            p.firing.id if p.firing else missed_id,
             p.firing.to_json() if p.firing else "",
             json.dumps(p.missed_record, separators=(",", ":")) if p.missed_record else "",
+            ws,
+            repr(p.firing.scheduled_at if p.firing else p.next_score),
         ]
     won, missed = run_script(
         conn,
         _COMMIT_DUE,
-        [keys.SCHEDULE, keys.batch(batch_id), keys.OUTBOX, keys.RECORDS, keys.FAILED],
+        [keys.SCHEDULE, keys.batch(batch_id), keys.OUTBOX, keys.METRICS],
         args,
     )
     return int(won), int(missed)
+
+
+def enqueue_manual(conn: Redis, batch_id: str, firing: Firing, *, now: float) -> None:
+    """Put one firing outside the schedule ("run now") into its own batch in the outbox."""
+    with conn.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.batch(batch_id), firing.id, firing.to_json())
+        pipe.zadd(keys.OUTBOX, {batch_id: now})
+        pipe.hincrby(keys.METRICS, "enqueued", 1)
+        pipe.execute()
 
 
 def move_retries(conn: Redis, batch_id: str, *, now: float, limit: int) -> int:
@@ -281,12 +345,18 @@ def reap_leases(conn: Redis, *, now: float) -> int:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A finished firing attempt, as `record` stores it."""
+    """What became of one firing's attempt, as `record` stores it."""
 
-    kind: str  # 'd' delivered, 'f' failed for good, 'r' retry scheduled, 'x' dropped
+    kind: str  # 'd' delivered, 'f' failed for good, 'b' blocked, 'r' retry scheduled, 'x' dropped unsent
     firing_id: str
-    data: str = ""
+    record: str = ""  # the record JSON shown in the history ('d', 'f', 'b', 'r')
+    retry: str = ""  # the next attempt's firing JSON ('r')
     retry_due: float = 0.0
+    scheduled_at: float = 0.0
+
+    @property
+    def workspace_id(self) -> str:
+        return keys.workspace_of_firing(self.firing_id)
 
 
 def record(
@@ -295,9 +365,7 @@ def record(
     outcomes: Sequence[Outcome],
     *,
     now: float,
-    keep_seconds: int,
-    keep_done: int,
-    keep_failed: int,
+    retention: Retention,
     finished: bool,
 ) -> int:
     """Store outcomes, schedule retries, trim retention; return firings left in the batch.
@@ -305,22 +373,13 @@ def record(
     With `finished`, the worker lets go of the batch: its lease is dropped and, if firings are
     left (a stopping worker did not start them), the batch goes back to the outbox at once.
     """
-    args: list[Any] = [batch_id, repr(now), keep_seconds, keep_done, keep_failed, int(finished), len(outcomes)]
+    args: list[Any] = [batch_id, repr(now), keys.PREFIX, *retention.args(), int(finished), len(outcomes)]
     for o in outcomes:
-        args += [o.kind, o.firing_id, o.data, repr(o.retry_due)]
+        args += [o.kind, o.workspace_id, o.firing_id, o.record, o.retry, repr(o.retry_due), repr(o.scheduled_at)]
     left = run_script(
         conn,
         _RECORD,
-        [
-            keys.batch(batch_id),
-            keys.RECORDS,
-            keys.DONE,
-            keys.FAILED,
-            keys.RETRIES,
-            keys.RETRY_DATA,
-            keys.LEASES,
-            keys.OUTBOX,
-        ],
+        [keys.batch(batch_id), keys.RETRIES, keys.RETRY_DATA, keys.LEASES, keys.OUTBOX, keys.METRICS],
         args,
     )
     return int(left)
@@ -331,5 +390,5 @@ def load_batch(conn: Redis, batch_id: str) -> list[Firing]:
 
 
 def get_record(conn: Redis, firing_id: str) -> dict[str, Any] | None:
-    raw = conn.hget(keys.RECORDS, firing_id)
+    raw = conn.hget(keys.records(keys.workspace_of_firing(firing_id)), firing_id)
     return json.loads(raw) if raw else None

@@ -5,6 +5,8 @@ Triggers (written by the API, read by the scheduler and the workers):
   ``sa:schedule``            rq-scheduler's schedule: sorted set, member jobId
                              (``{workspace_id}:{index}``), score = next run (unix seconds)
 
+  ``sa:paused``              set of paused workspace ids (their triggers keep their schedule)
+
 Firings (written by the scheduler and the workers):
   ``sa:batch:{id}``          hash: firing id -> firing JSON, the firings one RQ job carries;
                              a field is removed once its firing has an outcome
@@ -12,8 +14,12 @@ Firings (written by the scheduler and the workers):
   ``sa:leases``              sorted set: batch id -> when its worker's lease runs out
   ``sa:retries``             sorted set: firing id -> when its next attempt is due
   ``sa:retry-data``          hash: firing id -> firing JSON for that attempt
-  ``sa:records``             hash: firing id -> the firing's record JSON (outcome, attempts)
-  ``sa:done`` / ``sa:failed`` sorted sets of firing ids by finish time, trimmed by retention
+  ``sa:rec:{ws}``            hash: firing id -> the firing's record JSON (outcome, attempts)
+  ``sa:hist:{ws}``           sorted set: firing id by scheduled time, the history's order and cap
+  ``sa:done:{ws}`` / ``sa:failed:{ws}``  firing ids by finish time, trimmed by retention
+
+Metrics (scheduler_api.metrics):
+  ``sa:metrics``             hash of counters; ``sa:metrics:{histogram}`` hash of bucket counts
 """
 
 from __future__ import annotations
@@ -24,9 +30,8 @@ OUTBOX = PREFIX + "outbox"
 LEASES = PREFIX + "leases"
 RETRIES = PREFIX + "retries"
 RETRY_DATA = PREFIX + "retry-data"
-RECORDS = PREFIX + "records"
-DONE = PREFIX + "done"
-FAILED = PREFIX + "failed"
+METRICS = PREFIX + "metrics"
+PAUSED = PREFIX + "paused"
 WORKSPACE_PREFIX = PREFIX + "ws:"
 BATCH_PREFIX = PREFIX + "batch:"
 
@@ -48,3 +53,28 @@ def split_job_id(job_id_: str) -> tuple[str, str]:
     """``ws:3`` -> (``ws``, ``3``). Workspace ids never contain a colon."""
     workspace_id, _, index = job_id_.rpartition(":")
     return workspace_id, index
+
+
+def records(workspace_id: str) -> str:
+    return f"{PREFIX}rec:{workspace_id}"
+
+
+def history(workspace_id: str) -> str:
+    return f"{PREFIX}hist:{workspace_id}"
+
+
+def done(workspace_id: str) -> str:
+    return f"{PREFIX}done:{workspace_id}"
+
+
+def failed(workspace_id: str) -> str:
+    return f"{PREFIX}failed:{workspace_id}"
+
+
+def metric_histogram(name: str) -> str:
+    return f"{METRICS}:{name}"
+
+
+def workspace_of_firing(firing_id: str) -> str:
+    """``ws:3@2026-...`` -> ``ws``."""
+    return split_job_id(firing_id.partition("@")[0])[0]

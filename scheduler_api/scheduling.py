@@ -38,9 +38,9 @@ from rq import Queue
 from rq_scheduler import Scheduler
 
 from scheduler_api import cron as cronlib
-from scheduler_api import firings, keys
+from scheduler_api import firings, keys, metrics
 from scheduler_api.settings import Settings
-from scheduler_api.store import load_definitions
+from scheduler_api.store import load_definitions, paused_among
 
 log = logging.getLogger("scheduler_api.scheduler")
 
@@ -58,15 +58,24 @@ class TickResult:
 
 
 def plan_entry(
-    job_id: str, score: float, trigger_cron: str, version: str, *, now: float, grace: float
+    job_id: str,
+    score: float,
+    trigger_cron: str,
+    version: str,
+    *,
+    now: float,
+    grace: float,
+    tz: str = "UTC",
+    fire: bool = True,
 ) -> firings.DuePlan:
     """Decide what to do with a schedule entry due at `score` (<= now).
 
     The firing is the most recent run time at or before `now`; the next run is computed from it
     (not from now), so runs never drift. Run times passed unseen before it are skipped; it is
-    itself skipped (recorded as missed) when later than `grace`.
+    itself skipped (recorded as missed) when later than `grace`. With `fire` false (the trigger
+    is disabled or its workspace paused) the schedule advances the same way and nothing fires.
     """
-    parsed = cronlib.parse(trigger_cron)
+    parsed = cronlib.parse(trigger_cron, tz)
     latest = score
     nxt = parsed.next_after(score)
     skipped = 0
@@ -75,6 +84,8 @@ def plan_entry(
         nxt = parsed.next_after(latest)
         skipped = 1  # at least one run time between `score` and `latest` was passed over
     firing_id = f"{job_id}@{cronlib.iso(latest)}"
+    if not fire:
+        return firings.DuePlan(job_id, score, version, nxt, None)
     if now - latest <= grace:
         firing = firings.Firing(firing_id, job_id, version, latest)
         missed = None
@@ -87,6 +98,7 @@ def plan_entry(
         missed = {
             "id": firing_id,
             "jobId": job_id,
+            "workspace_id": keys.split_job_id(job_id)[0],
             "scheduled_at": cronlib.iso(latest),
             "outcome": "missed",
             "late_seconds": round(now - latest, 3),
@@ -106,6 +118,7 @@ def plan_entry(
 def tick(conn: Redis, queue: Queue, settings: Settings, *, now: float | None = None) -> TickResult:
     """One pass of the move step: recover, fire due triggers and retries, push batches to RQ."""
     now = time.time() if now is None else now
+    retention = firings.Retention.from_settings(settings)
     result = TickResult()
     result.reaped = firings.reap_leases(conn, now=now)
     if result.reaped:
@@ -116,6 +129,7 @@ def tick(conn: Redis, queue: Queue, settings: Settings, *, now: float | None = N
             break
         job_ids = [jid for jid, _ in due]
         defs = load_definitions(conn, job_ids)
+        paused = paused_among(conn, sorted({t.workspace_id for t in defs.values()}))
         plans = []
         for jid, score in due:
             trigger = defs.get(jid)
@@ -124,7 +138,16 @@ def tick(conn: Redis, queue: Queue, settings: Settings, *, now: float | None = N
                 plans.append(firings.DuePlan(jid, score, "", 0.0, None))
                 continue
             plans.append(
-                plan_entry(jid, score, trigger.cron, trigger.version, now=now, grace=settings.misfire_grace_seconds)
+                plan_entry(
+                    jid,
+                    score,
+                    trigger.cron,
+                    trigger.version,
+                    now=now,
+                    grace=settings.misfire_grace_seconds,
+                    tz=trigger.timezone,
+                    fire=trigger.enabled and trigger.workspace_id not in paused,
+                )
             )
         size = settings.scheduler_batch_size
         for start in range(0, len(plans), size):
@@ -133,7 +156,7 @@ def tick(conn: Redis, queue: Queue, settings: Settings, *, now: float | None = N
                 new_batch_id(),
                 plans[start : start + size],
                 now=now,
-                failed_keep=settings.failed_keep_count,
+                retention=retention,
             )
             result.fired += fired
             result.missed += missed
@@ -234,6 +257,10 @@ class TriggerScheduler(Scheduler):  # type: ignore[misc]
             log.error("tick skipped, Redis unreachable: %s", e)
             return TickResult()
         elapsed = time.perf_counter() - started
+        try:
+            metrics.observe(self.connection, "tick_duration_seconds", [elapsed])
+        except (redis.ConnectionError, redis.TimeoutError):
+            pass
         if result.fired or result.missed or result.retried or result.reaped:
             log.info(
                 "tick: fired=%d retried=%d missed=%d pushed=%d reaped=%d in %.3fs",

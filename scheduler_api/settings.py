@@ -55,15 +55,52 @@ class Settings(BaseSettings):
     completed_keep_seconds: int = Field(86_400, ge=0)
     completed_keep_count: int = Field(100, ge=0)
     failed_keep_count: int = Field(1000, ge=0)
+    # Records of any outcome kept per workspace for GET .../deliveries (retention applies first).
+    history_max_per_workspace: int = Field(1000, ge=1)
+    # How much of a target's response body a record keeps.
+    response_excerpt_bytes: int = Field(256, ge=0, le=65_536)
+    # HMAC secrets for X-Scheduler-Signature: "current" or "current,next" while rotating.
+    signing_secrets: str = Field("", repr=False)
 
     max_triggers_per_workspace: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_payload_bytes: int = Field(65_536, ge=2, description="Largest payload of one trigger, as JSON.")
+    max_headers: int = Field(32, ge=0, description="Most headers one trigger may set.")
+    max_header_bytes: int = Field(8192, ge=1, description="Longest name + value of one header.")
+    max_url_length: int = Field(2048, ge=16, le=2048, description="Can only lower the 2048 ceiling.")
+
+    # Comma-separated `key` or `key:workspace-prefix` entries; see scheduler_api.auth.
+    api_keys: str = Field("", repr=False)
+    # The SSRF guard (scheduler_api.ssrf): private, loopback, link-local... targets are refused
+    # unless this is true or they match TARGET_ALLOWLIST (host names or CIDRs, comma-separated).
+    allow_private_targets: bool = False
+    target_allowlist: str = ""
+    # Fernet key(s) encrypting header values at rest; the first encrypts (scheduler_api.secrets).
+    secrets_key: str | None = Field(None, repr=False)
 
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got {value!r}")
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, value: str) -> str:
+        from scheduler_api.auth import parse_api_keys
+
+        parse_api_keys(value)
+        return value
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _secrets_key(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from scheduler_api.secrets import HeaderCipher
+
+        HeaderCipher(value)
         return value
 
 
@@ -78,5 +115,6 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for err in e.errors():
             name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
-            problems.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+            shown = "<hidden>" if name in ("API_KEYS", "SECRETS_KEY", "SIGNING_SECRETS") else repr(err.get("input"))
+            problems.append(f"{name}: {err['msg']} (got {shown})")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from e

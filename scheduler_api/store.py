@@ -27,6 +27,7 @@ from redis import Redis
 from scheduler_api import cron as cronlib
 from scheduler_api import keys
 from scheduler_api.errors import StoreUnavailable
+from scheduler_api.secrets import HeaderCipher
 from scheduler_api.triggers import Trigger
 
 _REPLACE = """
@@ -67,6 +68,12 @@ class StoredTrigger:
     payload: dict[str, Any] | None
     headers: dict[str, str]
     next_run_at: float | None = None
+    timezone: str = "UTC"
+    enabled: bool = True
+
+    @property
+    def schedule(self) -> cronlib.Cron:
+        return cronlib.parse(self.cron, self.timezone)
 
     @property
     def job_id(self) -> str:
@@ -85,6 +92,8 @@ class StoredTrigger:
                 "method": self.method,
                 "payload": self.payload,
                 "headers": self.headers,
+                "tz": self.timezone,
+                "on": self.enabled,
             },
             separators=(",", ":"),
         )
@@ -104,6 +113,8 @@ class StoredTrigger:
             payload=data.get("payload"),
             headers=data.get("headers") or {},
             next_run_at=next_run_at,
+            timezone=data.get("tz") or "UTC",
+            enabled=data.get("on", True),
         )
 
 
@@ -127,8 +138,12 @@ def replace(
     triggers: Sequence[Trigger],
     *,
     now: Callable[[], float] = time.time,
+    cipher: HeaderCipher | None = None,
 ) -> tuple[int, list[StoredTrigger]]:
-    """Replace the workspace's whole list; return (how many were removed, the new list)."""
+    """Replace the workspace's whole list; return (how many were removed, the new list).
+
+    With `cipher`, header values are stored encrypted (the returned triggers hold them sealed).
+    """
     ts = now()
     stored = [
         StoredTrigger(
@@ -139,8 +154,10 @@ def replace(
             url=t.url,
             method=t.method,
             payload=t.payload,
-            headers=dict(t.headers or {}),
-            next_run_at=cronlib.parse(t.cron).next_after(ts),
+            headers=cipher.seal(t.headers or {}) if cipher else dict(t.headers or {}),
+            next_run_at=cronlib.parse(t.cron, t.timezone or "UTC").next_after(ts),
+            timezone=t.timezone or "UTC",
+            enabled=t.enabled,
         )
         for i, t in enumerate(triggers)
     ]
@@ -195,3 +212,25 @@ def connect(url: str, *, timeout: float | None = None) -> Redis:
         socket_connect_timeout=timeout,
         health_check_interval=30,
     )
+
+
+def set_paused(conn: Redis, workspace_id: str, paused: bool) -> None:
+    """Pause or resume a whole workspace: its triggers keep their schedule but do not fire."""
+    with redis_errors():
+        if paused:
+            conn.sadd(keys.PAUSED, workspace_id)
+        else:
+            conn.srem(keys.PAUSED, workspace_id)
+
+
+def is_paused(conn: Redis, workspace_id: str) -> bool:
+    with redis_errors():
+        return bool(conn.sismember(keys.PAUSED, workspace_id))
+
+
+def paused_among(conn: Redis, workspace_ids: Sequence[str]) -> set[str]:
+    """Which of `workspace_ids` are paused, in one round trip."""
+    if not workspace_ids:
+        return set()
+    flags = conn.smismember(keys.PAUSED, list(workspace_ids))
+    return {ws for ws, flag in zip(workspace_ids, flags, strict=True) if flag}

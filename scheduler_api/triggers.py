@@ -9,18 +9,29 @@ each answered with a 400 whose `details[].path` names the field (``triggers[1].c
 * ``method``: GET, POST, PUT, PATCH or DELETE (any case; stored upper-case).
 * ``payload``: a JSON object or null. It is sent as the JSON body of POST, PUT and PATCH;
   GET and DELETE requests carry no body, so a payload on them is stored but not sent.
-* ``headers``: an object of string to string; names are RFC 9110 tokens, values contain no
-  CR, LF or NUL. Values are secrets: no response or log ever shows them, only the names.
+* ``headers``: an object of string to string; names are RFC 9110 tokens, unique regardless of
+  case, values contain no CR, LF or NUL. Values are secrets: no response or log ever shows them,
+  only the names. Names the service sets or the connection owns are reserved: ``X-Scheduler-*``,
+  ``Idempotency-Key``, and hop-by-hop / framing headers (``Host``, ``Content-Length``,
+  ``Transfer-Encoding``, ``Connection``, ``Keep-Alive``, ``Proxy-Connection``, ``TE``,
+  ``Trailer``, ``Upgrade``, ``Expect``).
+* Limits set in the settings (`check_limits`): payload size, number of headers, size of a
+  header, url length; answered 400 with the path of the offending field.
+* ``timezone``: optional IANA zone name the cron is read in (default UTC); see the DST policy in
+  `scheduler_api.cron`.
+* ``enabled``: optional boolean, default true; a disabled trigger keeps its schedule, shows
+  ``paused: true`` and does not fire.
 * Unknown fields are rejected, so that a typo (``header``) is not silently ignored.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
 from scheduler_api import cron as cronlib
 
@@ -32,6 +43,28 @@ _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_URL_CHARS = re.compile(r"[\x00-\x20\x7f]")
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+RESERVED_HEADERS = frozenset(
+    {
+        "idempotency-key",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    }
+)
+
+
+class Limits(Protocol):
+    max_payload_bytes: int
+    max_headers: int
+    max_header_bytes: int
+    max_url_length: int
 
 
 def check_workspace_id(workspace_id: str) -> str | None:
@@ -51,6 +84,8 @@ class Trigger(BaseModel):
     method: Method = Field(description="HTTP method.")
     payload: dict[str, Any] | None = Field(None, description="JSON body for POST/PUT/PATCH.")
     headers: dict[str, StrictStr] | None = Field(None, description="Extra request headers (values are secret).")
+    timezone: StrictStr | None = Field(None, description="IANA time zone the cron is read in; default UTC.")
+    enabled: StrictBool = Field(True, description="A disabled trigger keeps its schedule but does not fire.")
 
     @field_validator("cron")
     @classmethod
@@ -60,6 +95,16 @@ class Trigger(BaseModel):
         except cronlib.CronError as e:
             raise ValueError(str(e)) from None
         return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return cronlib.check_timezone(value)
+        except cronlib.CronError as e:
+            raise ValueError(str(e)) from None
 
     @field_validator("url")
     @classmethod
@@ -96,9 +141,16 @@ class Trigger(BaseModel):
     def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         if value is None:
             return None
+        seen: set[str] = set()
         for name, header_value in value.items():
-            if not _TOKEN.match(name):
+            if not _TOKEN.fullmatch(name):
                 raise ValueError(f"{name[:60]!r} is not a valid header name")
+            lower = name.lower()
+            if lower in RESERVED_HEADERS or lower.startswith("x-scheduler-"):
+                raise ValueError(f"{name!r} is reserved: the service sets it")
+            if lower in seen:
+                raise ValueError(f"{name!r} is given twice (header names are case-insensitive)")
+            seen.add(lower)
             if any(c in header_value for c in "\r\n\x00"):
                 raise ValueError(f"value of {name!r} must not contain CR, LF or NUL")
         return value
@@ -110,3 +162,39 @@ class ReplaceTriggers(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     triggers: list[Trigger] = Field(description="The new list; it replaces every existing trigger.")
+
+
+def check_limits(triggers: list[Trigger], limits: Limits) -> list[dict[str, str]]:
+    """The configured size limits each trigger breaks, as error details (empty when none)."""
+    details = []
+    for i, t in enumerate(triggers):
+        if len(t.url) > limits.max_url_length:
+            details.append(
+                {"path": f"triggers[{i}].url", "message": f"must be at most {limits.max_url_length} characters"}
+            )
+        if t.payload is not None:
+            size = len(json.dumps(t.payload, separators=(",", ":")).encode())
+            if size > limits.max_payload_bytes:
+                details.append(
+                    {
+                        "path": f"triggers[{i}].payload",
+                        "message": f"must be at most {limits.max_payload_bytes} bytes as JSON, got {size}",
+                    }
+                )
+        headers = t.headers or {}
+        if len(headers) > limits.max_headers:
+            details.append(
+                {
+                    "path": f"triggers[{i}].headers",
+                    "message": f"at most {limits.max_headers} headers, got {len(headers)}",
+                }
+            )
+        for name, value in headers.items():
+            if len(name.encode()) + len(value.encode()) > limits.max_header_bytes:
+                details.append(
+                    {
+                        "path": f"triggers[{i}].headers.{name}",
+                        "message": f"name and value must be at most {limits.max_header_bytes} bytes",
+                    }
+                )
+    return details

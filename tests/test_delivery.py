@@ -23,7 +23,7 @@ from conftest import Received, Receiver, make_settings
 from redis import Redis
 from rq import Queue, SimpleWorker
 
-from scheduler_api import __version__, cron, delivery, firings, keys, scheduling, store, worker
+from scheduler_api import __version__, cron, delivery, firings, keys, scheduling, sending, store, worker
 from scheduler_api.settings import Settings
 from scheduler_api.triggers import Trigger
 
@@ -112,6 +112,12 @@ def _attempts(reqs: list[Received]) -> list[int]:
 
 def _record(conn: Redis, job_id: str, scheduled: float) -> dict[str, Any] | None:
     return firings.get_record(conn, f"{job_id}@{_iso(scheduled)}")
+
+
+def _final(conn: Redis, job_id: str, scheduled: float) -> bool:
+    """The firing has a final record (a record says "retrying" while retries are pending)."""
+    rec = _record(conn, job_id, scheduled)
+    return rec is not None and rec["outcome"] != "retrying"
 
 
 # --- 1. what is sent -----------------------------------------------------------------------------
@@ -212,7 +218,7 @@ def test_two_failures_then_success_is_three_attempts_with_one_idempotency_key(
 ) -> None:
     receiver.on("/flaky", (500, 0), (503, 0))
     due = _fire_now(conn, queue, settings, [_trigger(receiver.url + "/flaky")])
-    _drive(conn, queue, settings, lambda: _record(conn, "ws:0", due) is not None)
+    _drive(conn, queue, settings, lambda: _final(conn, "ws:0", due))
     _keep_driving(conn, queue, settings, 0.3)
 
     reqs = receiver.to("/flaky")
@@ -224,8 +230,8 @@ def test_two_failures_then_success_is_three_attempts_with_one_idempotency_key(
     assert rec["outcome"] == "delivered"
     assert [a["attempt"] for a in rec["attempts"]] == [1, 2, 3]
     assert [a["status"] for a in rec["attempts"]] == [500, 503, 200]
-    assert conn.zscore(keys.DONE, rec["id"]) is not None
-    assert conn.zscore(keys.FAILED, rec["id"]) is None
+    assert conn.zscore(keys.done(WS), rec["id"]) is not None
+    assert conn.zscore(keys.failed(WS), rec["id"]) is None
     assert conn.zcard(keys.RETRIES) == 0 and conn.hlen(keys.RETRY_DATA) == 0
 
 
@@ -235,7 +241,7 @@ def test_always_failing_is_four_attempts_then_failed(
     assert settings.delivery_max_retries == 3
     receiver.on("/down", *[(500, 0)] * 10)
     due = _fire_now(conn, queue, settings, [_trigger(receiver.url + "/down")])
-    _drive(conn, queue, settings, lambda: _record(conn, "ws:0", due) is not None)
+    _drive(conn, queue, settings, lambda: _final(conn, "ws:0", due))
     _keep_driving(conn, queue, settings, 0.6)  # longer than every backoff: no fifth attempt
 
     reqs = receiver.to("/down")
@@ -245,8 +251,8 @@ def test_always_failing_is_four_attempts_then_failed(
     assert rec is not None
     assert rec["outcome"] == "failed"
     assert [a["status"] for a in rec["attempts"]] == [500] * 4
-    assert conn.zscore(keys.FAILED, rec["id"]) is not None
-    assert conn.zscore(keys.DONE, rec["id"]) is None
+    assert conn.zscore(keys.failed(WS), rec["id"]) is not None
+    assert conn.zscore(keys.done(WS), rec["id"]) is None
     assert conn.zcard(keys.RETRIES) == 0 and conn.hlen(keys.RETRY_DATA) == 0
 
 
@@ -255,7 +261,7 @@ def test_non_2xx_statuses_are_failures(conn: Redis, redis_url: str, queue: Queue
     receiver.on("/302", (302, 0), (302, 0))
     receiver.on("/404", (404, 0), (404, 0))
     due = _fire_now(conn, queue, settings, [_trigger(receiver.url + "/302"), _trigger(receiver.url + "/404")])
-    _drive(conn, queue, settings, lambda: conn.hlen(keys.RECORDS) == 2)
+    _drive(conn, queue, settings, lambda: conn.zcard(keys.failed(WS)) == 2)
     for i, status in enumerate((302, 404)):
         assert _attempts(receiver.to(f"/{status}")) == [1, 2]
         rec = _record(conn, f"ws:{i}", due)
@@ -296,10 +302,12 @@ def test_timeout_is_a_failed_attempt_and_is_retried(
     receiver.on("/slow", (200, 1.0))  # the first answer comes too late; the retry is answered at once
     due = _fire_now(conn, queue, settings, [_trigger(receiver.url + "/slow")])
     _deliver(conn, settings)
-    assert _record(conn, "ws:0", due) is None
+    rec = _record(conn, "ws:0", due)
+    assert rec is not None and rec["outcome"] == "retrying"
+    assert [a["error"] for a in rec["attempts"]] == ["timeout"]
     assert conn.zcard(keys.RETRIES) == 1
 
-    _drive(conn, queue, settings, lambda: _record(conn, "ws:0", due) is not None)
+    _drive(conn, queue, settings, lambda: _final(conn, "ws:0", due))
     assert _attempts(receiver.to("/slow")) == [1, 2]
     rec = _record(conn, "ws:0", due)
     assert rec is not None
@@ -316,17 +324,17 @@ def test_timeout_is_a_failed_attempt_and_is_retried(
 
 
 def test_backoff_seconds_formula() -> None:
-    assert delivery.backoff_seconds(1.0, 1, 1.0) == 1.0
-    assert delivery.backoff_seconds(1.0, 1, 0.0) == 0.5
-    assert delivery.backoff_seconds(1.0, 2, 1.0) == 2.0
-    assert delivery.backoff_seconds(1.0, 3, 1.0) == 4.0
-    assert delivery.backoff_seconds(0.2, 3, 0.5) == pytest.approx(0.2 * 4 * 0.75)
-    assert delivery.backoff_seconds(0.0, 5, 0.7) == 0.0
+    assert sending.backoff_seconds(1.0, 1, 1.0) == 1.0
+    assert sending.backoff_seconds(1.0, 1, 0.0) == 0.5
+    assert sending.backoff_seconds(1.0, 2, 1.0) == 2.0
+    assert sending.backoff_seconds(1.0, 3, 1.0) == 4.0
+    assert sending.backoff_seconds(0.2, 3, 0.5) == pytest.approx(0.2 * 4 * 0.75)
+    assert sending.backoff_seconds(0.0, 5, 0.7) == 0.0
     for n in range(1, 8):
         for rand in (0.0, 0.3, 0.999):
-            d = delivery.backoff_seconds(2.0, n, rand)
+            d = sending.backoff_seconds(2.0, n, rand)
             assert 2.0 * 2 ** (n - 1) * 0.5 <= d <= 2.0 * 2 ** (n - 1)
-        assert delivery.backoff_seconds(2.0, n + 1, 0.0) > delivery.backoff_seconds(2.0, n, 0.0)
+        assert sending.backoff_seconds(2.0, n + 1, 0.0) > sending.backoff_seconds(2.0, n, 0.0)
 
 
 def test_retries_are_spaced_by_growing_backoff(conn: Redis, redis_url: str, queue: Queue, receiver: Receiver) -> None:
@@ -334,7 +342,7 @@ def test_retries_are_spaced_by_growing_backoff(conn: Redis, redis_url: str, queu
     settings = _settings(redis_url, delivery_backoff_seconds=base)
     receiver.on("/b", *[(500, 0)] * 4)
     due = _fire_now(conn, queue, settings, [_trigger(receiver.url + "/b")])
-    _drive(conn, queue, settings, lambda: _record(conn, "ws:0", due) is not None, timeout=10)
+    _drive(conn, queue, settings, lambda: _final(conn, "ws:0", due), timeout=10)
 
     reqs = receiver.to("/b")
     assert _attempts(reqs) == [1, 2, 3, 4]
@@ -352,11 +360,11 @@ def test_backoff_without_jitter_grows_exactly(
     conn: Redis, redis_url: str, queue: Queue, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base = 0.25
-    monkeypatch.setattr(delivery.random, "random", lambda: 1.0)  # the top of the jitter range
+    monkeypatch.setattr(sending.random, "random", lambda: 1.0)  # the top of the jitter range
     settings = _settings(redis_url, delivery_backoff_seconds=base)
     receiver.on("/bj", *[(500, 0)] * 4)
     due = _fire_now(conn, queue, settings, [_trigger(receiver.url + "/bj")])
-    _drive(conn, queue, settings, lambda: _record(conn, "ws:0", due) is not None, timeout=10)
+    _drive(conn, queue, settings, lambda: _final(conn, "ws:0", due), timeout=10)
     reqs = receiver.to("/bj")
     assert _attempts(reqs) == [1, 2, 3, 4]
     gaps = [b.at - a.at for a, b in zip(reqs, reqs[1:], strict=False)]
@@ -520,11 +528,11 @@ def test_completed_and_failed_records_are_trimmed_by_count(
         _deliver(conn, settings)  # one delivery per round: finish order is scheduled order
     assert len(receiver.to("/ok")) == 12 and len(receiver.to("/bad")) == 12
 
-    done = {m.decode() for m in conn.zrange(keys.DONE, 0, -1)}
-    failed = {m.decode() for m in conn.zrange(keys.FAILED, 0, -1)}
+    done = {m.decode() for m in conn.zrange(keys.done(WS), 0, -1)}
+    failed = {m.decode() for m in conn.zrange(keys.failed(WS), 0, -1)}
     assert done == {f"ws:0@{_iso(T + i)}" for i in range(8, 13)}
     assert failed == {f"ws:1@{_iso(T + i)}" for i in range(10, 13)}
-    assert {k.decode() for k in conn.hkeys(keys.RECORDS)} == done | failed
+    assert {k.decode() for k in conn.hkeys(keys.records(WS))} == done | failed
     assert _record(conn, "ws:0", T + 1) is None
     rec = _record(conn, "ws:0", T + 12)
     assert rec is not None and rec["outcome"] == "delivered"
@@ -537,9 +545,9 @@ def test_missed_records_count_as_failed_for_retention(
     store.replace(conn, WS, [_trigger(receiver.url + "/m")], now=lambda: T)
     for i in range(1, 6):  # each tick is 0.5 s late with no grace: missed
         assert scheduling.tick(conn, queue, settings, now=T + i + 0.5).missed == 1
-    assert conn.zcard(keys.FAILED) == 2
-    assert conn.hlen(keys.RECORDS) == 2
-    assert {k.decode() for k in conn.hkeys(keys.RECORDS)} == {f"ws:0@{_iso(T + 4)}", f"ws:0@{_iso(T + 5)}"}
+    assert conn.zcard(keys.failed(WS)) == 2
+    assert conn.hlen(keys.records(WS)) == 2
+    assert {k.decode() for k in conn.hkeys(keys.records(WS))} == {f"ws:0@{_iso(T + 4)}", f"ws:0@{_iso(T + 5)}"}
     _deliver(conn, settings)
     assert receiver.requests == []
 
@@ -547,27 +555,26 @@ def test_missed_records_count_as_failed_for_retention(
 def test_completed_records_are_trimmed_by_age(conn: Redis, redis_url: str, queue: Queue, receiver: Receiver) -> None:
     settings = _settings(redis_url, completed_keep_seconds=60, completed_keep_count=100)
     now = time.time()
-    old = {f"old:{i}@x": now - 3600 - i for i in range(3)}
-    recent = {"recent:0@x": now - 30}
+    old = {f"ws:9@old-{i}": now - 3600 - i for i in range(3)}
+    recent = {"ws:9@recent": now - 30}
     for fid, at in {**old, **recent}.items():
         data = json.dumps({"id": fid, "outcome": "delivered"})
         firings.record(
             conn,
             "no-batch",
-            [firings.Outcome("d", fid, data)],
+            [firings.Outcome("d", fid, data, scheduled_at=at)],
             now=at,
-            keep_seconds=10**9,
-            keep_done=100,
-            keep_failed=100,
+            retention=firings.Retention(keep_seconds=10**9, keep_done=100, keep_failed=100, keep_history=1000),
             finished=False,
         )
-    assert conn.zcard(keys.DONE) == 4
+    assert conn.zcard(keys.done(WS)) == 4
 
     due = _fire_now(conn, queue, settings, [_trigger(receiver.url + "/age")])
     _deliver(conn, settings)
     current = f"ws:0@{_iso(due)}"
-    assert {m.decode() for m in conn.zrange(keys.DONE, 0, -1)} == {"recent:0@x", current}
-    assert {k.decode() for k in conn.hkeys(keys.RECORDS)} == {"recent:0@x", current}
+    assert {m.decode() for m in conn.zrange(keys.done(WS), 0, -1)} == {"ws:9@recent", current}
+    assert {k.decode() for k in conn.hkeys(keys.records(WS))} == {"ws:9@recent", current}
+    assert {m.decode() for m in conn.zrange(keys.history(WS), 0, -1)} == {"ws:9@recent", current}
 
 
 def test_redis_does_not_grow_at_a_constant_trigger_count(
@@ -586,12 +593,12 @@ def test_redis_does_not_grow_at_a_constant_trigger_count(
     for i in range(1, 21):
         scheduling.tick(conn, queue, settings, now=T + i + 0.5)  # T is ahead of the real clock:
         _deliver(conn, settings)  # the retry of the previous round is moved at once
-        sizes.append((len(persistent_keys()), conn.hlen(keys.RECORDS), conn.dbsize()))
+        sizes.append((len(persistent_keys()), conn.hlen(keys.records(WS)), conn.dbsize()))
     assert len(receiver.to("/ok")) == 4 * 20
     assert len(receiver.to("/bad")) >= 2 * 19
-    assert conn.zcard(keys.DONE) == 10
-    assert conn.zcard(keys.FAILED) == 4
-    assert max(s[1] for s in sizes) <= 10 + 4
+    assert conn.zcard(keys.done(WS)) == 10
+    assert conn.zcard(keys.failed(WS)) == 4
+    assert max(s[1] for s in sizes) <= 10 + 4 + 1  # + the latest /bad firing, "retrying"
     assert sizes[-1][0] == sizes[10][0], sizes
     assert max(s[0] for s in sizes[10:]) <= sizes[10][0]
     assert not any(k.startswith(("rq:job:", keys.BATCH_PREFIX)) for k in persistent_keys())
@@ -617,6 +624,7 @@ def test_plain_rq_simple_worker_delivers_a_batch(
     monkeypatch.setenv("DELIVERY_TIMEOUT_SECONDS", "2")
     monkeypatch.setenv("DELIVERY_MAX_RETRIES", "2")
     monkeypatch.setenv("DELIVERY_BACKOFF_SECONDS", "0.05")
+    monkeypatch.setenv("ALLOW_PRIVATE_TARGETS", "true")
     assert delivery._runtime is None
     receiver.on("/plain/3", (500, 0))
     triggers = [_trigger(f"{receiver.url}/plain/{i}", payload={"i": i}) for i in range(5)]
@@ -636,7 +644,8 @@ def test_plain_rq_simple_worker_delivers_a_batch(
     for i in (0, 1, 2, 4):
         rec = _record(conn, f"ws:{i}", T + 1)
         assert rec is not None and rec["outcome"] == "delivered"
-    assert _record(conn, "ws:3", T + 1) is None
+    rec = _record(conn, "ws:3", T + 1)
+    assert rec is not None and rec["outcome"] == "retrying"
     assert conn.zcard(keys.RETRIES) == 1  # the failure is retried by the settings read from the environment
 
     assert scheduling.tick(conn, queue, settings, now=T + 1.6).retried == 1

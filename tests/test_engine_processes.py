@@ -92,6 +92,7 @@ class Procs:
             COMPLETED_KEEP_COUNT="100000",
             LOG_LEVEL="INFO",
             APP_ENV="development",
+            ALLOW_PRIVATE_TARGETS="true",  # the receiver is on 127.0.0.1
             PYTHONUNBUFFERED="1",
             # The children import the code under test, not whatever else is installed.
             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -207,8 +208,8 @@ def snapshot(receiver: Any) -> list[Any]:
         return list(receiver.requests)
 
 
-def records(conn: Redis) -> dict[str, dict[str, Any]]:
-    return {k.decode(): json.loads(v) for k, v in conn.hgetall(keys.RECORDS).items()}
+def records(conn: Redis, workspace: str = "ws") -> dict[str, dict[str, Any]]:
+    return {k.decode(): json.loads(v) for k, v in conn.hgetall(keys.records(workspace)).items()}
 
 
 def drained(conn: Redis) -> bool:
@@ -289,7 +290,7 @@ def test_two_schedulers_one_worker_fire_every_second_once_without_gaps(conn, rec
     recs = records(conn)
     assert set(recs) == set(ids)
     assert {r["outcome"] for r in recs.values()} == {"delivered"}
-    assert conn.zcard(keys.DONE) == len(ids) and conn.zcard(keys.FAILED) == 0
+    assert conn.zcard(keys.done("ws")) == len(ids) and conn.zcard(keys.failed("ws")) == 0
     # What the schedulers say they committed is exactly what arrived: no firing lost in between.
     fired = [sum(map(int, FIRED.findall(s.log()))) for s in schedulers]
     assert sum(fired) == len(ids), f"fired per scheduler {fired}, delivered {len(ids)}\n{procs.logs()}"
@@ -367,7 +368,7 @@ def test_sigterm_on_worker_finishes_in_flight_requests_and_hands_back_the_rest(c
     assert len(ids) == 5 and len(set(ids)) == 5, ids
     assert set(records(conn)) == set(ids)
     assert {r["outcome"] for r in records(conn).values()} == {"delivered"}
-    assert conn.zcard(keys.DONE) == 5
+    assert conn.zcard(keys.done("ws")) == 5
 
 
 def test_plain_rq_worker_command_delivers_our_batches(conn, receiver, settings, redis_url, procs):
@@ -395,7 +396,7 @@ def test_plain_rq_worker_command_delivers_our_batches(conn, receiver, settings, 
     assert header(req, "X-Scheduler-Scheduled-At") == iso
     assert header(req, "X-Scheduler-Attempt") == "1"
     assert header(req, "Idempotency-Key") == f"acme:0@{iso}"
-    rec = records(conn)[f"acme:0@{iso}"]
+    rec = records(conn, "acme")[f"acme:0@{iso}"]
     assert rec["outcome"] == "delivered" and rec["workspace_id"] == "acme"
     assert [a["status"] for a in rec["attempts"]] == [200]
     assert drained(conn)

@@ -26,6 +26,7 @@ from scheduler_api.triggers import Trigger
 
 T = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a whole hour
 WS = "ws"
+RETENTION = firings.Retention(keep_seconds=86_400, keep_done=100, keep_failed=100, keep_history=1000)
 
 
 def _settings(redis_url: str, **overrides: Any) -> Settings:
@@ -138,7 +139,7 @@ def test_late_tick_within_grace_fires_once_for_the_latest_time(
     assert _score(conn, "ws:0") == T + 31
     _deliver(conn, settings)
     assert _scheduled(receiver) == [_iso(T + 30)]  # the most recent due time, no burst of catch-ups
-    assert conn.zcard(keys.FAILED) == 0
+    assert conn.zcard(keys.failed(WS)) == 0
 
 
 def test_late_tick_within_grace_for_a_sparse_cron(
@@ -172,8 +173,8 @@ def test_beyond_grace_is_recorded_as_missed_and_not_delivered(
     assert rec["scheduled_at"] == _iso(T + 3 * 3600)
     assert rec["late_seconds"] == 1800
     assert rec["attempts"] == []
-    assert conn.zscore(keys.FAILED, fid) is not None
-    assert conn.zcard(keys.DONE) == 0
+    assert conn.zscore(keys.failed(WS), fid) is not None
+    assert conn.zcard(keys.done(WS)) == 0
 
     _deliver(conn, settings)
     assert receiver.requests == []
@@ -313,7 +314,7 @@ def test_a_scheduler_that_read_a_due_entry_late_commits_nothing(
     stale = plans_read_at(T + 1.5)
     assert len(stale) == 10 and all(p.firing for p in stale)
     assert scheduling.tick(conn, queue, settings, now=T + 1.5).fired == 10  # A wins
-    assert firings.commit_due(conn, "loser", stale, now=T + 1.5, failed_keep=100) == (0, 0)
+    assert firings.commit_due(conn, "loser", stale, now=T + 1.5, retention=RETENTION) == (0, 0)
     assert not conn.exists(keys.batch("loser"))
     assert conn.zcard(keys.OUTBOX) == 0
 
@@ -321,8 +322,8 @@ def test_a_scheduler_that_read_a_due_entry_late_commits_nothing(
     stale_missed = [p for p in plans_read_at(late) if p.job_id == "h:0"]
     assert stale_missed and stale_missed[0].missed_record is not None
     assert scheduling.tick(conn, queue, settings, now=late).missed == 1
-    assert firings.commit_due(conn, "loser2", stale_missed, now=late, failed_keep=100) == (0, 0)
-    assert conn.zcard(keys.FAILED) == 1
+    assert firings.commit_due(conn, "loser2", stale_missed, now=late, retention=RETENTION) == (0, 0)
+    assert conn.zcard(keys.failed("h")) == 1
 
     _deliver(conn, settings)
     assert sorted(r.path for r in receiver.requests) == sorted(
@@ -363,13 +364,13 @@ def test_two_thousand_triggers_due_at_the_same_second(
     first_round = Counter(_h(r)["idempotency-key"] for r in receiver.requests)
     assert len(first_round) >= n - 50
     for k in range(20):
-        if conn.hlen(keys.RECORDS) == n:
+        if sum(conn.zcard(keys.done(f"bulk{w}")) for w in range(n // per_ws)) == n:
             break
         scheduling.tick(conn, queue, settings, now=T + 60.4 + k * 0.01)  # retries are due: T is ahead
         _deliver(conn, settings)
     records = [firings.get_record(conn, fid) for fid in expected]
     assert all(rec is not None and rec["outcome"] == "delivered" for rec in records)
-    assert conn.zcard(keys.DONE) == n
+    assert sum(conn.zcard(keys.done(f"bulk{w}")) for w in range(n // per_ws)) == n
     received = Counter(_h(r)["idempotency-key"] for r in receiver.requests)
     assert set(received) == expected
     for rec in records:

@@ -11,22 +11,30 @@ Error rules, for every endpoint:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote
 
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler_api import __version__, store
-from scheduler_api.api.routes import router
-from scheduler_api.errors import InvalidRequest, StoreUnavailable
+from scheduler_api.api.controls import controls
+from scheduler_api.api.routes import api, router
+from scheduler_api.auth import ApiKey, authorize, parse_api_keys
+from scheduler_api.errors import InvalidRequest, SettingsError, StoreUnavailable
+from scheduler_api.metrics import RedisCollector
+from scheduler_api.secrets import HeaderCipher
 from scheduler_api.settings import Settings
+from scheduler_api.ssrf import TargetPolicy
 
 log = logging.getLogger("scheduler_api.api")
 
@@ -150,6 +158,31 @@ class _BodyTooLarge(Exception):
     pass
 
 
+_WORKSPACE_IN_PATH = re.compile(r"^/api/workspaces/([^/]+)")
+
+
+class ApiKeyCheck:
+    """Every ``/api/...`` request needs an allowed API key (see scheduler_api.auth) before anything
+    else is looked at: the body is not read and nothing is validated for an unauthorised caller."""
+
+    def __init__(self, app: ASGIApp, keys: list[ApiKey]) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.keys and scope["path"].startswith("/api/"):
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            match = _WORKSPACE_IN_PATH.match(scope["path"])
+            try:
+                authorize(self.keys, headers.get("authorization"), unquote(match.group(1)) if match else None)
+            except InvalidRequest as e:
+                extra = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+                response = JSONResponse(error_body(e.message, e.details), status_code=e.status, headers=extra)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings, *, redis_client: Redis | None = None) -> FastAPI:
     """Build the API. Redis is opened in the lifespan (or `redis_client` is used as given)."""
 
@@ -170,7 +203,26 @@ def create_app(settings: Settings, *, redis_client: Redis | None = None) -> Fast
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.api_keys = parse_api_keys(settings.api_keys)
+    if not app.state.api_keys:
+        if settings.app_env == "production":
+            raise SettingsError("API_KEYS: the API refuses to start in production without API keys")
+        log.warning("API_KEYS is not set: the management API is OPEN to anyone who can reach it (development only)")
+    app.state.cipher = HeaderCipher(settings.secrets_key) if settings.secrets_key else None
+    app.state.target_policy = TargetPolicy.from_settings(settings)
     app.include_router(router)
+    app.include_router(api)
+    app.include_router(controls)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        """Prometheus text format; the counters live in Redis, so every replica answers the same."""
+        registry = CollectorRegistry()
+        registry.register(RedisCollector(app.state.redis, settings.queue_name))
+        with store.redis_errors():
+            body = generate_latest(registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(InvalidRequest, _invalid_request)
     app.add_exception_handler(StoreUnavailable, _unavailable)
@@ -179,4 +231,5 @@ def create_app(settings: Settings, *, redis_client: Redis | None = None) -> Fast
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(ApiKeyCheck, keys=app.state.api_keys)  # added last: runs first
     return app

@@ -7,16 +7,25 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 from redis import Redis
 
 from scheduler_api import cron as cronlib
 from scheduler_api import store
+from scheduler_api.api.schemas import (
+    ERRORS,
+    DeleteResponse,
+    ErrorResponse,
+    HealthResponse,
+    ListResponse,
+    ReplaceResponse,
+)
 from scheduler_api.errors import InvalidRequest
 from scheduler_api.settings import Settings
-from scheduler_api.triggers import WORKSPACE_ID, ReplaceTriggers
+from scheduler_api.ssrf import TargetPolicy
+from scheduler_api.triggers import WORKSPACE_ID, ReplaceTriggers, check_limits
 
 router = APIRouter()
+api = APIRouter()  # everything under /api: behind the API-key check (api.app.ApiKeyCheck)
 
 WorkspaceId = Path(
     min_length=1,
@@ -24,64 +33,6 @@ WorkspaceId = Path(
     pattern=WORKSPACE_ID.pattern,
     description="1-128 characters of A-Z a-z 0-9 _ . -",
 )
-
-
-class Job(BaseModel):
-    jobId: str = Field(description="`{workspace_id}:{index}`")
-    jobName: str = Field(description="`{workspace_id}-trigger-{index}`")
-    cron: str
-    url: str
-    method: str
-
-
-class ListedJob(Job):
-    next_run_at: str | None = Field(None, description="Next scheduled run, ISO 8601 UTC.")
-    header_names: list[str] = Field(default_factory=list, description="Header names; values are never shown.")
-    has_payload: bool = False
-
-
-class ReplaceResponse(BaseModel):
-    success: bool
-    workspace_id: str
-    removed: int
-    added: int
-    jobs: list[Job]
-
-
-class ListResponse(BaseModel):
-    success: bool
-    workspace_id: str
-    count: int
-    jobs: list[ListedJob]
-
-
-class DeleteResponse(BaseModel):
-    success: bool
-    workspace_id: str
-    removed: int
-
-
-class ErrorDetail(BaseModel):
-    path: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    success: bool = False
-    error: str
-    details: list[ErrorDetail]
-
-
-class HealthResponse(BaseModel):
-    status: str
-    timestamp: str
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Invalid input; nothing was changed."},
-    413: {"model": ErrorResponse, "description": "Body too large."},
-    503: {"model": ErrorResponse, "description": "Redis is unreachable."},
-}
 
 
 def _redis(request: Request) -> Redis:
@@ -98,20 +49,42 @@ def _job(t: store.StoredTrigger) -> dict[str, Any]:
     return {"jobId": t.job_id, "jobName": t.job_name, "cron": t.cron, "url": t.url, "method": t.method}
 
 
-@router.post(
+def listed_job(t: store.StoredTrigger, *, workspace_paused: bool) -> dict[str, Any]:
+    """A trigger as GET shows it: the original fields plus schedule state; header names only."""
+    return {
+        **_job(t),
+        "next_run_at": cronlib.iso(t.next_run_at) if t.next_run_at is not None else None,
+        "header_names": sorted(t.headers),
+        "has_payload": t.payload is not None,
+        "timezone": t.timezone,
+        "enabled": t.enabled,
+        "paused": workspace_paused or not t.enabled,
+    }
+
+
+@api.post(
     "/api/workspaces/{workspace_id}/triggers",
     response_model=ReplaceResponse,
     responses=ERRORS,
     summary="Replace all triggers of a workspace",
 )
 def replace_triggers(request: Request, body: ReplaceTriggers, workspace_id: str = WorkspaceId) -> dict[str, Any]:
-    limit = _settings(request).max_triggers_per_workspace
+    settings = _settings(request)
+    limit = settings.max_triggers_per_workspace
     if len(body.triggers) > limit:
         raise InvalidRequest(
             "Too many triggers",
             [{"path": "triggers", "message": f"at most {limit} per workspace, got {len(body.triggers)}"}],
         )
-    removed, stored = store.replace(_redis(request), workspace_id, body.triggers)
+    details = check_limits(body.triggers, settings)
+    policy: TargetPolicy = request.app.state.target_policy
+    for i, trigger in enumerate(body.triggers):
+        why = policy.check_url(trigger.url)
+        if why:
+            details.append({"path": f"triggers[{i}].url", "message": f"deliveries to {why} are not allowed"})
+    if details:
+        raise InvalidRequest("Invalid request", details)
+    removed, stored = store.replace(_redis(request), workspace_id, body.triggers, cipher=request.app.state.cipher)
     return {
         "success": True,
         "workspace_id": workspace_id,
@@ -121,7 +94,7 @@ def replace_triggers(request: Request, body: ReplaceTriggers, workspace_id: str 
     }
 
 
-@router.get(
+@api.get(
     "/api/workspaces/{workspace_id}/triggers",
     response_model=ListResponse,
     responses=ERRORS,
@@ -129,19 +102,12 @@ def replace_triggers(request: Request, body: ReplaceTriggers, workspace_id: str 
 )
 def list_triggers(request: Request, workspace_id: str = WorkspaceId) -> dict[str, Any]:
     triggers = store.list_triggers(_redis(request), workspace_id)
-    jobs = [
-        {
-            **_job(t),
-            "next_run_at": cronlib.iso(t.next_run_at) if t.next_run_at is not None else None,
-            "header_names": sorted(t.headers),
-            "has_payload": t.payload is not None,
-        }
-        for t in triggers
-    ]
+    paused = store.is_paused(_redis(request), workspace_id)
+    jobs = [listed_job(t, workspace_paused=paused) for t in triggers]
     return {"success": True, "workspace_id": workspace_id, "count": len(jobs), "jobs": jobs}
 
 
-@router.delete(
+@api.delete(
     "/api/workspaces/{workspace_id}/triggers",
     response_model=DeleteResponse,
     responses=ERRORS,

@@ -1,0 +1,177 @@
+"""One delivery attempt: build the request, send it, and judge the outcome.
+
+What is sent: the trigger's method and url, its headers, `payload` as a JSON body for POST, PUT
+and PATCH (none for GET and DELETE), plus `User-Agent: scheduler-api/<version>`,
+`X-Scheduler-Workspace`, `X-Scheduler-Trigger` (the jobId), `X-Scheduler-Scheduled-At`
+(ISO 8601 UTC), `X-Scheduler-Attempt` (1 for the first try), `Idempotency-Key` (the firing id,
+the same for every attempt of one firing) and, with ``SIGNING_SECRETS`` set,
+`X-Scheduler-Signature` (scheduler_api.signing). Redirects are not followed.
+
+Outcome rules (`classify`):
+* a 2xx response is **delivered** - final;
+* a target the SSRF guard refuses (scheduler_api.ssrf) is **blocked** - final, never retried,
+  with the reason in the record and the log;
+* a header value that cannot be decrypted (``SECRETS_KEY`` rotated too early) is **failed** -
+  final, never retried, and nothing is sent;
+* any other status (3xx and 4xx included), a timeout (`DELIVERY_TIMEOUT_SECONDS` for the whole
+  exchange) or a transport error (refused, reset, DNS, TLS) is a failed attempt: it is **retried**
+  while retries remain (`DELIVERY_MAX_RETRIES`, 3 = four attempts in all), after
+  `DELIVERY_BACKOFF_SECONDS * 2**(n-1)` seconds scaled by a random factor in [0.5, 1]
+  (n = retries so far + 1); then the firing is **failed** - final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from scheduler_api import __version__, signing
+from scheduler_api import cron as cronlib
+from scheduler_api.firings import Firing, Outcome
+from scheduler_api.settings import Settings
+from scheduler_api.ssrf import TargetPolicy, blocked_in_chain
+from scheduler_api.store import StoredTrigger
+from scheduler_api.triggers import BODY_METHODS
+
+log = logging.getLogger("scheduler_api.delivery")
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    """What every attempt of a worker shares."""
+
+    timeout: float
+    excerpt_bytes: int
+    policy: TargetPolicy
+    signing_secrets: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SendOptions:
+        return cls(
+            timeout=settings.delivery_timeout_seconds,
+            excerpt_bytes=settings.response_excerpt_bytes,
+            policy=TargetPolicy.from_settings(settings),
+            signing_secrets=tuple(s.strip() for s in settings.signing_secrets.split(",") if s.strip()),
+        )
+
+
+def build_headers(trigger: StoredTrigger, firing: Firing, *, has_body: bool) -> httpx.Headers:
+    headers = httpx.Headers(trigger.headers)
+    if has_body and "content-type" not in headers:
+        headers["Content-Type"] = "application/json"
+    headers["User-Agent"] = f"scheduler-api/{__version__}"
+    headers["X-Scheduler-Workspace"] = trigger.workspace_id
+    headers["X-Scheduler-Trigger"] = trigger.job_id
+    headers["X-Scheduler-Scheduled-At"] = cronlib.iso(firing.scheduled_at)
+    headers["X-Scheduler-Attempt"] = str(firing.attempt)
+    headers["Idempotency-Key"] = firing.id
+    return headers
+
+
+def backoff_seconds(base: float, retry_number: int, rand: float) -> float:
+    """Delay before retry `retry_number` (1-based): base * 2**(n-1), scaled into [0.5, 1] by rand."""
+    return float(base * (2 ** (retry_number - 1)) * (0.5 + rand / 2))
+
+
+@dataclass
+class Attempt:
+    started_at: float
+    duration: float
+    status: int | None = None
+    error: str | None = None
+    message: str | None = None
+    body: str | None = None
+    final: bool = False  # a failure that retrying cannot fix (blocked target, undecryptable header)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    def as_dict(self, number: int) -> dict[str, Any]:
+        return {
+            "attempt": number,
+            "started_at": cronlib.iso(self.started_at),
+            "duration_ms": round(self.duration * 1000, 1),
+            "status": self.status,
+            "error": self.error,
+            "message": self.message,
+            "body": self.body,
+        }
+
+
+async def send(client: httpx.AsyncClient, trigger: StoredTrigger, firing: Firing, options: SendOptions) -> Attempt:
+    """Send one attempt; never raises (every failure becomes the Attempt's `error`)."""
+    started = time.time()
+    t0 = time.perf_counter()
+    refused = options.policy.check_url(trigger.url)
+    if refused:
+        return Attempt(started, 0.0, error="blocked", message=f"target refused: {refused}", final=True)
+    has_body = trigger.method in BODY_METHODS and trigger.payload is not None
+    content = json.dumps(trigger.payload).encode() if has_body else b""
+    headers = build_headers(trigger, firing, has_body=has_body)
+    if options.signing_secrets:
+        headers[signing.HEADER] = signing.sign(options.signing_secrets, content)
+    timeout = options.timeout
+    try:
+        async with asyncio.timeout(timeout):
+            request = client.build_request(
+                trigger.method, trigger.url, headers=headers, content=content or None, timeout=timeout
+            )
+            response = await client.send(request, stream=True)
+            try:
+                excerpt = b""
+                async for chunk in response.aiter_raw():
+                    excerpt += chunk
+                    if len(excerpt) >= options.excerpt_bytes:
+                        break
+            finally:
+                await response.aclose()
+        body = excerpt[: options.excerpt_bytes].decode("utf-8", "replace")
+        return Attempt(started, time.perf_counter() - t0, status=response.status_code, body=body or None)
+    except Exception as e:
+        elapsed = time.perf_counter() - t0
+        blocked = blocked_in_chain(e)
+        if blocked is not None:
+            return Attempt(started, elapsed, error="blocked", message=f"target refused: {blocked}", final=True)
+        if isinstance(e, TimeoutError | httpx.TimeoutException):
+            return Attempt(started, elapsed, error="timeout", message=f"no complete response within {timeout:g}s")
+        if not isinstance(e, httpx.HTTPError):  # still a failed attempt, not a crash
+            log.exception("unexpected error delivering %s", firing.id)
+        return Attempt(started, elapsed, error=type(e).__name__, message=str(e)[:300])
+
+
+def classify(firing: Firing, trigger: StoredTrigger, attempt: Attempt, settings: Settings, *, now: float) -> Outcome:
+    """Turn an attempt into the firing's outcome (see the module docstring for the rules)."""
+    tries = [*firing.attempts, attempt.as_dict(firing.attempt)]
+    record: dict[str, Any] = {
+        "id": firing.id,
+        "jobId": firing.job_id,
+        "workspace_id": trigger.workspace_id,
+        "scheduled_at": cronlib.iso(firing.scheduled_at),
+        "attempts": tries,
+    }
+    retries_used = firing.attempt - 1
+    if not attempt.ok and not attempt.final and retries_used < settings.delivery_max_retries:
+        delay = backoff_seconds(settings.delivery_backoff_seconds, retries_used + 1, random.random())
+        nxt = Firing(firing.id, firing.job_id, firing.version, firing.scheduled_at, firing.attempt + 1, tries)
+        record |= {"outcome": "retrying", "next_attempt_at": cronlib.iso(now + delay)}
+        return Outcome("r", firing.id, _dumps(record), nxt.to_json(), now + delay, firing.scheduled_at)
+    if attempt.ok:
+        kind, outcome = "d", "delivered"
+    elif attempt.error == "blocked":
+        kind, outcome = "b", "blocked"
+    else:
+        kind, outcome = "f", "failed"
+    record |= {"outcome": outcome, "finished_at": cronlib.iso(now)}
+    return Outcome(kind, firing.id, _dumps(record), scheduled_at=firing.scheduled_at)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

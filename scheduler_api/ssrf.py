@@ -1,0 +1,166 @@
+"""The SSRF guard: which addresses a delivery may connect to.
+
+By default a delivery never connects to: loopback, "this network" (0.0.0.0/8, ::), private
+networks (RFC 1918), shared/CGNAT space (100.64.0.0/10), link-local (169.254.0.0/16, which holds
+cloud metadata at 169.254.169.254, and fe80::/10), IETF protocol assignments (192.0.0.0/24),
+benchmarking (198.18.0.0/15), multicast, reserved (240.0.0.0/4), broadcast, IPv6 unique-local
+(fc00::/7), NAT64 (64:ff9b::/96), and the IPv4-mapped / IPv4-compatible IPv6 forms of any of these.
+
+The check runs on the address actually connected to: `GuardedResolver` sits inside the HTTP
+client's connector and drops blocked addresses from every DNS answer, so a name that resolves
+(or re-resolves, DNS rebinding) to a blocked address cannot be reached. Literal IP hosts skip DNS
+and are checked by `check_url` before the request and at replace time. Redirects are never
+followed, so there is no second hop to check.
+
+`ALLOW_PRIVATE_TARGETS=true` lifts the guard (development, tests). `TARGET_ALLOWLIST` lets chosen
+internal targets through: host names (exact, case-insensitive) or IP networks in CIDR form.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+BLOCKED_NETWORKS: tuple[tuple[IPNetwork, str], ...] = tuple(
+    (ipaddress.ip_network(cidr), why)
+    for cidr, why in (
+        ("0.0.0.0/8", "unspecified"),
+        ("10.0.0.0/8", "private"),
+        ("100.64.0.0/10", "shared address space (CGNAT)"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local (cloud metadata)"),
+        ("172.16.0.0/12", "private"),
+        ("192.0.0.0/24", "IETF protocol assignments"),
+        ("192.168.0.0/16", "private"),
+        ("198.18.0.0/15", "benchmarking"),
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved"),
+        ("255.255.255.255/32", "broadcast"),
+        ("::/128", "unspecified"),
+        ("::1/128", "loopback"),
+        ("64:ff9b::/96", "NAT64"),
+        ("fc00::/7", "unique local"),
+        ("fe80::/10", "link-local"),
+        ("ff00::/8", "multicast"),
+    )
+)
+
+
+class BlockedTarget(OSError):
+    """A delivery target resolves only to addresses the guard blocks."""
+
+
+def blocked_reason(ip: IPAddress) -> str | None:
+    """Why `ip` is blocked, or None when a delivery may connect to it."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped
+        if embedded is None and ip in ipaddress.ip_network("::/96") and int(ip) > 1:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)  # IPv4-compatible ::a.b.c.d
+        if embedded is not None:
+            why = blocked_reason(embedded)
+            return f"IPv4-mapped {why}" if why else None
+    for network, why in BLOCKED_NETWORKS:
+        if ip.version == network.version and ip in network:
+            return why
+    return None
+
+
+def literal_ip(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return None
+
+
+class TargetPolicy:
+    """What the guard lets through: everything (`allow_private`), or public addresses plus the allowlist."""
+
+    def __init__(self, *, allow_private: bool = False, allowlist: Iterable[str] = ()) -> None:
+        self.allow_private = allow_private
+        self.hosts: set[str] = set()
+        self.networks: list[IPNetwork] = []
+        for entry in (e.strip() for e in allowlist):
+            if not entry:
+                continue
+            try:
+                self.networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                self.hosts.add(entry.lower().rstrip("."))
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> TargetPolicy:
+        return cls(
+            allow_private=bool(settings.allow_private_targets),
+            allowlist=str(settings.target_allowlist or "").split(","),
+        )
+
+    def host_allowlisted(self, host: str) -> bool:
+        return host.lower().rstrip(".") in self.hosts
+
+    def ip_reason(self, ip: IPAddress) -> str | None:
+        """Why connecting to `ip` is refused, or None."""
+        if self.allow_private or any(ip.version == n.version and ip in n for n in self.networks):
+            return None
+        return blocked_reason(ip)
+
+    def check_url(self, url: str) -> str | None:
+        """Why a request to `url` is refused before any DNS (literal blocked IP), or None."""
+        host = urlsplit(url).hostname or ""
+        ip = literal_ip(host)
+        if ip is None or self.host_allowlisted(host):
+            return None
+        why = self.ip_reason(ip)
+        return f"{ip} is a {why} address" if why else None
+
+
+class GuardedResolver(AbstractResolver):
+    """An aiohttp resolver that drops blocked addresses from `inner`'s answers."""
+
+    def __init__(self, policy: TargetPolicy, inner: AbstractResolver | None = None) -> None:
+        from aiohttp.resolver import ThreadedResolver
+
+        self.policy = policy
+        self.inner = inner or ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        answers = await self.inner.resolve(host, port, family)
+        if self.policy.host_allowlisted(host):
+            return answers
+        allowed: list[tuple[ResolveResult, str | None]] = []
+        refused: list[tuple[ResolveResult, str | None]] = []
+        for answer in answers:
+            ip = literal_ip(answer["host"])
+            why = self.policy.ip_reason(ip) if ip is not None else "unparseable"
+            (refused if why else allowed).append((answer, why))
+        if not allowed:
+            reasons = ", ".join(f"{a['host']} ({why})" for a, why in refused)
+            raise BlockedTarget(f"{host} resolves only to blocked addresses: {reasons}")
+        return [a for a, _ in allowed]
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def blocked_in_chain(exc: BaseException) -> BlockedTarget | None:
+    """The `BlockedTarget` somewhere in `exc`'s cause/context chain (the HTTP client wraps it)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, BlockedTarget):
+            return e
+        stack += [e.__cause__, e.__context__, getattr(e, "os_error", None)]
+    return None
