@@ -3,6 +3,7 @@
 * ``serve``     the HTTP API under uvicorn on ``$HOST:$PORT``;
 * ``worker``    a delivery worker (`scheduler_api.worker`);
 * ``scheduler`` the scheduler (`scheduler_api.scheduling`); run several for high availability;
+* ``rotate-secrets``  re-encrypt stored header values with the first ``SECRETS_KEY`` key;
 * ``dev``       all three as child processes, with an embedded Redis when none is configured
                 or answering on localhost:6379 (persisted under ``--data-dir``). Ctrl-C stops all.
 
@@ -74,6 +75,19 @@ def scheduler(settings: Settings) -> None:
 
     setup_logging(settings)
     TriggerScheduler(settings, connection=connect(settings.redis_url, timeout=10)).run()
+
+
+def rotate_secrets(settings: Settings) -> int:
+    from scheduler_api.secrets import HeaderCipher
+    from scheduler_api.store import connect
+    from scheduler_api.store import rotate_secrets as rotate
+
+    if not settings.secrets_key:
+        print("scheduler-api: SECRETS_KEY is not set: nothing to encrypt with", file=sys.stderr)
+        return 2
+    count = rotate(connect(settings.redis_url, timeout=10), HeaderCipher(settings.secrets_key))
+    print(f"scheduler-api: re-encrypted the headers of {count} trigger(s) with the first SECRETS_KEY key")
+    return 0
 
 
 def dev(settings: Settings, *, data_dir: Path, embedded: bool) -> int:
@@ -148,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     w = sub.add_parser("worker", help="run a delivery worker")
     w.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     sub.add_parser("scheduler", help="run the scheduler")
+    sub.add_parser("rotate-secrets", help="re-encrypt stored header values with the first SECRETS_KEY key")
     d = sub.add_parser("dev", help="run API, scheduler and worker together, with Redis if needed")
     d.add_argument(
         "--data-dir",
@@ -168,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
         worker(settings, burst=args.burst)
     elif args.command == "scheduler":
         scheduler(settings)
+    elif args.command == "rotate-secrets":
+        raise SystemExit(rotate_secrets(settings))
     else:
         raise SystemExit(dev(settings, data_dir=args.data_dir, embedded=args.embedded_redis))
 

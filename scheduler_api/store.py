@@ -234,3 +234,31 @@ def paused_among(conn: Redis, workspace_ids: Sequence[str]) -> set[str]:
         return set()
     flags = conn.smismember(keys.PAUSED, list(workspace_ids))
     return {ws for ws, flag in zip(workspace_ids, flags, strict=True) if flag}
+
+
+_SWAP = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+def rotate_secrets(conn: Redis, cipher: HeaderCipher) -> int:
+    """Re-encrypt every stored header value with the first SECRETS_KEY key; return triggers rewritten.
+
+    Each definition is swapped only if it is still the one read (a concurrent replace wins), and its
+    version is kept, so firings already scheduled are not dropped.
+    """
+    rewritten = 0
+    with redis_errors():
+        for key in conn.scan_iter(match=keys.WORKSPACE_PREFIX + "*", count=500):
+            for field, raw in conn.hgetall(key).items():
+                data = json.loads(raw)
+                if not data.get("headers"):
+                    continue
+                data["headers"] = cipher.rotate(data["headers"])
+                new = json.dumps(data, separators=(",", ":"))
+                rewritten += int(run_script(conn, _SWAP, [key], [field, raw, new]))
+    return rewritten
