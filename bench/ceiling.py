@@ -8,7 +8,7 @@ three times:
 2. ``httpx (worker)`` the httpx client exactly as the worker builds it,
    ``scheduler_api.delivery.DeliveryRuntime(settings).client()`` on that runtime's loop, with the
    settings from the environment (its pool is ``WORKER_CONCURRENCY`` connections);
-3. ``delivery.send`` the worker's own per-request code (`scheduler_api.delivery.send`: headers,
+3. ``delivery.send`` the worker's own per-request code (`scheduler_api.sending.send`: headers,
    JSON body, timeout, streamed excerpt) over that same client, with no Redis or RQ around it.
 
 Every request is a POST of a small JSON body with the headers a delivery carries. Other figures
@@ -42,7 +42,7 @@ from bench.common import (
     self_cpu_seconds,
     summary,
 )
-from scheduler_api import delivery
+from scheduler_api import delivery, sending
 from scheduler_api.firings import Firing
 from scheduler_api.settings import Settings, load_settings
 from scheduler_api.store import StoredTrigger
@@ -177,7 +177,7 @@ def run_delivery_send(receiver: ReceiverProcess, args: argparse.Namespace, setti
         client = runtime.client()
 
         async def send() -> int:
-            attempt = await delivery.send(client, trigger, firing, settings.delivery_timeout_seconds)
+            attempt = await sending.send(client, trigger, firing, runtime.options)
             if attempt.status is None:
                 raise RuntimeError(f"{attempt.error}: {attempt.message}")
             return attempt.status

@@ -45,13 +45,18 @@ def serve(settings: Settings) -> None:
     from scheduler_api.logs import setup_logging
 
     setup_logging(settings)
+    try:
+        app = create_app(settings)  # refuses e.g. production without API_KEYS
+    except SettingsError as e:
+        print(f"scheduler-api: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     # uvicorn shuts down gracefully on SIGTERM / SIGINT, then raises the signal again with the
     # handlers it found, which would end the process "killed by SIGTERM" (or a KeyboardInterrupt
     # traceback). After a graceful stop the exit status is 0, as process managers expect.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -56,7 +56,15 @@ class Cron:
             it = croniter(self.expr, math.floor(ts) + 1, ret_type=float, second_at_beginning=self.seconds_first)
             return float(it.get_prev(float))
         zone = ZoneInfo(self.tz)
-        wall = datetime.fromtimestamp(math.floor(ts), zone).replace(tzinfo=None) + timedelta(seconds=1)
+        local = datetime.fromtimestamp(math.floor(ts), zone)
+        wall = local.replace(tzinfo=None) + timedelta(seconds=1)
+        if local.fold:
+            # `ts` is in the second occurrence of a repeated hour (fall back). Every wall time of
+            # that hour maps to its first occurrence, before `ts`, so the latest run time may be
+            # as late as the hour's end: start the scan one offset change later (instants after
+            # `ts` are skipped below).
+            shift = (local.replace(fold=0).utcoffset() or timedelta()) - (local.utcoffset() or timedelta())
+            wall += max(shift, timedelta())
         it = croniter(self.expr, wall, ret_type=datetime, second_at_beginning=self.seconds_first)
         for _ in range(_MAX_SCAN):
             instant = _instant(it.get_prev(datetime), zone)
@@ -168,6 +176,7 @@ def parse(expr: str, tz: str = "UTC") -> Cron:
     return cron
 
 
+@lru_cache(maxsize=8192)  # thousands of firings share a scheduled time
 def iso(ts: float) -> str:
     """ISO 8601 UTC with a `Z`, milliseconds only when the time has them."""
     dt = datetime.fromtimestamp(ts, UTC)

@@ -46,6 +46,33 @@ FLUSH_EVERY_SECONDS = 0.25
 OUTCOME_NAMES = {"d": "delivered", "f": "failed", "b": "blocked", "r": "retrying"}
 
 
+class _NoCookies(httpx.Cookies):
+    """A cookie store that keeps nothing and sends nothing."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        return None
+
+
+_NO_COOKIES = _NoCookies()
+
+
+class CookielessClient(httpx.AsyncClient):
+    """httpx's client without its cookie jar: deliveries of different workspaces share one client,
+    so a `Set-Cookie` from one target must not be replayed to any other request (and parsing them
+    cost ~10 % of the worker's CPU)."""
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, value: Any) -> None:
+        return None
+
+
 class DeliveryRuntime:
     """An event loop and one shared HTTP client that live as long as the worker process."""
 
@@ -71,9 +98,14 @@ class DeliveryRuntime:
             guard = GuardedResolver(self.options.policy, self.resolver)
 
             def session() -> aiohttp.ClientSession:  # built lazily, inside the running loop
-                return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency, resolver=guard))
+                # No cookie jar: one client serves every workspace, and a cookie one target set
+                # must never travel with another tenant's request.
+                return aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=concurrency, resolver=guard),
+                    cookie_jar=aiohttp.DummyCookieJar(),
+                )
 
-            self._client = httpx.AsyncClient(
+            self._client = CookielessClient(
                 transport=AiohttpTransport(client=session, trust_env=False),
                 timeout=self.settings.delivery_timeout_seconds,
                 follow_redirects=False,
@@ -162,18 +194,26 @@ class DeliveryRuntime:
                 durations.append(attempt.duration)
             if firing.attempt == 1:
                 lateness.append(max(attempt.started_at - firing.scheduled_at, 0.0))
-            log.info(
-                "delivery workspace=%s trigger=%s scheduled_at=%s attempt=%d status=%s error=%s "
-                "duration_ms=%.1f outcome=%s",
-                trigger.workspace_id,
-                trigger.job_id,
-                cronlib.iso(firing.scheduled_at),
-                firing.attempt,
-                attempt.status,
-                attempt.error,
-                attempt.duration * 1000,
-                OUTCOME_NAMES[outcome.kind],
-            )
+            if attempt.error == "blocked":  # say why: the operator must see which address was refused
+                log.warning(
+                    "delivery blocked by the SSRF guard workspace=%s trigger=%s: %s",
+                    trigger.workspace_id,
+                    trigger.job_id,
+                    attempt.message,
+                )
+            if log.isEnabledFor(logging.INFO):  # the arguments cost as much as a request's parsing
+                log.info(
+                    "delivery workspace=%s trigger=%s scheduled_at=%s attempt=%d status=%s error=%s "
+                    "duration_ms=%.1f outcome=%s",
+                    trigger.workspace_id,
+                    trigger.job_id,
+                    cronlib.iso(firing.scheduled_at),
+                    firing.attempt,
+                    attempt.status,
+                    attempt.error,
+                    attempt.duration * 1000,
+                    OUTCOME_NAMES[outcome.kind],
+                )
 
         keeper_task = asyncio.create_task(keeper())
         tasks: list[asyncio.Task[None]] = []

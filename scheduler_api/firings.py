@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from redis import Redis
@@ -285,7 +286,7 @@ def commit_due(
             p.firing.to_json() if p.firing else "",
             json.dumps(p.missed_record, separators=(",", ":")) if p.missed_record else "",
             ws,
-            repr(p.firing.scheduled_at if p.firing else p.next_score),
+            repr(p.firing.scheduled_at if p.firing else _missed_at(p)),
         ]
     won, missed = run_script(
         conn,
@@ -294,6 +295,13 @@ def commit_due(
         args,
     )
     return int(won), int(missed)
+
+
+def _missed_at(plan: DuePlan) -> float:
+    """The scheduled time of a plan's missed firing: its place in the history (newest first)."""
+    if plan.missed_record is None:
+        return plan.next_score  # unused: nothing is recorded for this plan
+    return datetime.fromisoformat(plan.missed_record["scheduled_at"]).timestamp()
 
 
 def enqueue_manual(conn: Redis, batch_id: str, firing: Firing, *, now: float) -> None:

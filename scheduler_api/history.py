@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from redis import Redis
 
-from scheduler_api import cron as cronlib
 from scheduler_api import firings, keys
 from scheduler_api.store import StoredTrigger, redis_errors
 
@@ -60,7 +60,10 @@ def run_now(conn: Redis, trigger: StoredTrigger, *, now: float | None = None) ->
     which the next scheduler tick pushes to RQ.
     """
     ts = round(time.time() if now is None else now, 3)
-    firing = firings.Firing(f"{trigger.job_id}@{cronlib.iso(ts)}", trigger.job_id, trigger.version, ts)
+    # Always with milliseconds, even .000: a scheduled firing's id has whole seconds only, so a
+    # manual run never shares its id (and Idempotency-Key) with a scheduled one.
+    stamp = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    firing = firings.Firing(f"{trigger.job_id}@{stamp}", trigger.job_id, trigger.version, ts)
     with redis_errors():
         firings.enqueue_manual(conn, uuid.uuid4().hex, firing, now=ts)
     return firing.id

@@ -107,7 +107,7 @@ def _histogram(name: str, doc: str, buckets: Sequence[float], raw: dict[str, flo
     running = 0.0
     for b in buckets:
         running += raw.get(f"{b:g}", 0)
-        cumulative.append((f"{b:g}", running))
+        cumulative.append((repr(float(b)), running))  # le="1.0", as prometheus-client writes it
     running += raw.get("+Inf", 0)
     cumulative.append(("+Inf", running))
     family = HistogramMetricFamily(name, doc)

@@ -160,6 +160,8 @@ def tick(conn: Redis, queue: Queue, settings: Settings, *, now: float | None = N
             )
             result.fired += fired
             result.missed += missed
+            if fired:  # hand each batch to the workers at once, not after the whole tick
+                result.pushed += push_outbox(conn, queue, settings, now=now)
         if len(due) < READ_CHUNK:
             break
     while True:
@@ -167,8 +169,13 @@ def tick(conn: Redis, queue: Queue, settings: Settings, *, now: float | None = N
         result.retried += moved
         if moved < settings.scheduler_batch_size:
             break
-    result.pushed = push_outbox(conn, queue, settings, now=now)
+    result.pushed += push_outbox(conn, queue, settings, now=now)
     return result
+
+
+def next_tick_at(now: float, interval: float) -> float:
+    """The next multiple of `interval` after `now` (unix seconds), plus 1 ms."""
+    return (math.floor(now / interval) + 1) * interval + 0.001
 
 
 def read_due(conn: Redis, now: float) -> list[tuple[str, float]]:
@@ -289,7 +296,6 @@ class TriggerScheduler(Scheduler):  # type: ignore[misc]
         self._install_signal_handlers()
         try:
             while not self.stopping:
-                started = time.monotonic()
                 try:
                     self.heartbeat()
                 except (redis.ConnectionError, redis.TimeoutError) as e:
@@ -297,11 +303,12 @@ class TriggerScheduler(Scheduler):  # type: ignore[misc]
                 self.enqueue_jobs()
                 if burst:
                     break
-                # Sleep to the next interval boundary, in small steps so a signal stops us soon.
-                remaining = self._interval - (time.monotonic() - started)
-                while remaining > 0 and not self.stopping:
+                # Sleep to the next multiple of the interval on the wall clock (+1 ms): due times are
+                # whole seconds, so a tick right after them adds no phase delay to every firing.
+                # Small steps, so that a signal stops us soon.
+                wake = next_tick_at(self.clock(), self._interval)
+                while not self.stopping and (remaining := wake - self.clock()) > 0:
                     time.sleep(min(remaining, 0.1))
-                    remaining = self._interval - (time.monotonic() - started)
         finally:
             try:
                 self.register_death()

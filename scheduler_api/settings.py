@@ -25,6 +25,9 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
+        # A ValidationError's text (a traceback, e.g. `uvicorn scheduler_api.main:app`) would
+        # otherwise quote API_KEYS / SECRETS_KEY; `load_settings` shows the non-secret ones itself.
+        hide_input_in_errors=True,
     )
 
     port: int = Field(3000, ge=1, le=65535, description="HTTP port of `scheduler-api serve`.")

@@ -74,10 +74,19 @@ def blocked_reason(ip: IPAddress) -> str | None:
 
 
 def literal_ip(host: str) -> IPAddress | None:
+    """`host` as an IP address if it is one, also in the shorthand or numeric IPv4 forms the C
+    library reads as an address without any DNS (127.1, 2130706433, 0x7f.1, 0177.0.0.1)."""
+    bare = host.strip("[]").split("%")[0]
     try:
-        return ipaddress.ip_address(host.strip("[]").split("%")[0])
+        return ipaddress.ip_address(bare)
     except ValueError:
-        return None
+        pass
+    if bare and all(c in "0123456789abcdefxABCDEFX." for c in bare):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(bare))
+        except OSError:
+            return None
+    return None
 
 
 class TargetPolicy:
@@ -125,10 +134,16 @@ class GuardedResolver(AbstractResolver):
     """An aiohttp resolver that drops blocked addresses from `inner`'s answers."""
 
     def __init__(self, policy: TargetPolicy, inner: AbstractResolver | None = None) -> None:
-        from aiohttp.resolver import ThreadedResolver
-
         self.policy = policy
-        self.inner = inner or ThreadedResolver()
+        self._inner = inner  # the system's resolver is made on first use: it needs a running loop
+
+    @property
+    def inner(self) -> AbstractResolver:
+        if self._inner is None:
+            from aiohttp.resolver import ThreadedResolver
+
+            self._inner = ThreadedResolver()
+        return self._inner
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -148,7 +163,8 @@ class GuardedResolver(AbstractResolver):
         return [a for a, _ in allowed]
 
     async def close(self) -> None:
-        await self.inner.close()
+        if self._inner is not None:
+            await self._inner.close()
 
 
 def blocked_in_chain(exc: BaseException) -> BlockedTarget | None:

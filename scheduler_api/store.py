@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -145,17 +146,27 @@ def replace(
     With `cipher`, header values are stored encrypted (the returned triggers hold them sealed).
     """
     ts = now()
+    # One random token per replace, made unique per trigger by its index: a version only has to
+    # differ from every earlier version of the same jobId.
+    token = secrets.token_hex(5)
+    next_runs: dict[tuple[str, str], float] = {}  # many triggers of one list share a schedule
+
+    def next_run(cron: str, tz: str) -> float:
+        if (cron, tz) not in next_runs:
+            next_runs[cron, tz] = cronlib.parse(cron, tz).next_after(ts)
+        return next_runs[cron, tz]
+
     stored = [
         StoredTrigger(
             workspace_id=workspace_id,
             index=i,
-            version=secrets.token_hex(6),
+            version=f"{token}{i:x}",
             cron=t.cron,
             url=t.url,
             method=t.method,
             payload=t.payload,
             headers=cipher.seal(t.headers or {}) if cipher else dict(t.headers or {}),
-            next_run_at=cronlib.parse(t.cron, t.timezone or "UTC").next_after(ts),
+            next_run_at=next_run(t.cron, t.timezone or "UTC"),
             timezone=t.timezone or "UTC",
             enabled=t.enabled,
         )
@@ -186,18 +197,26 @@ def list_triggers(conn: Redis, workspace_id: str) -> list[StoredTrigger]:
     return sorted(out, key=lambda t: t.index)
 
 
-def load_definitions(conn: Redis, job_ids: Sequence[str]) -> dict[str, StoredTrigger]:
-    """Definitions of the given jobIds, in one round trip; missing ones are left out."""
+def load_raw_definitions(conn: Redis, job_ids: Sequence[str]) -> dict[str, bytes]:
+    """The stored JSON of the given jobIds, in one round trip; missing ones are left out."""
     pipe = conn.pipeline(transaction=False)
     for jid in job_ids:
         ws, idx = keys.split_job_id(jid)
         pipe.hget(keys.workspace(ws), idx)
-    out: dict[str, StoredTrigger] = {}
-    for jid, raw in zip(job_ids, pipe.execute(), strict=True):
-        if raw is not None:
-            ws, idx = keys.split_job_id(jid)
-            out[jid] = StoredTrigger.from_json(ws, int(idx), raw)
-    return out
+    return {jid: raw for jid, raw in zip(job_ids, pipe.execute(), strict=True) if raw is not None}
+
+
+def load_definitions(conn: Redis, job_ids: Sequence[str]) -> dict[str, StoredTrigger]:
+    """Definitions of the given jobIds, in one round trip; missing ones are left out."""
+    return {jid: parse_definition(jid, raw) for jid, raw in load_raw_definitions(conn, job_ids).items()}
+
+
+@lru_cache(maxsize=100_000)
+def parse_definition(job_id: str, raw: bytes) -> StoredTrigger:
+    """A stored definition, parsed once per distinct JSON: the scheduler and the workers read the same
+    definitions tick after tick (treat the result as read-only)."""
+    ws, idx = keys.split_job_id(job_id)
+    return StoredTrigger.from_json(ws, int(idx), raw)
 
 
 def connect(url: str, *, timeout: float | None = None) -> Redis:

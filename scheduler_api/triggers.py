@@ -10,11 +10,12 @@ each answered with a 400 whose `details[].path` names the field (``triggers[1].c
 * ``payload``: a JSON object or null. It is sent as the JSON body of POST, PUT and PATCH;
   GET and DELETE requests carry no body, so a payload on them is stored but not sent.
 * ``headers``: an object of string to string; names are RFC 9110 tokens, unique regardless of
-  case, values contain no CR, LF or NUL. Values are secrets: no response or log ever shows them,
-  only the names. Names the service sets or the connection owns are reserved: ``X-Scheduler-*``,
-  ``Idempotency-Key``, and hop-by-hop / framing headers (``Host``, ``Content-Length``,
-  ``Transfer-Encoding``, ``Connection``, ``Keep-Alive``, ``Proxy-Connection``, ``TE``,
-  ``Trailer``, ``Upgrade``, ``Expect``).
+  case, values are printable ASCII (spaces and tabs allowed; no CR, LF, NUL or other control
+  character, nothing non-ASCII: the HTTP client could not send it). Values are secrets: no
+  response or log ever shows them, only the names. Names the service sets or the connection
+  owns are reserved: ``X-Scheduler-*``, ``Idempotency-Key``, and hop-by-hop / framing headers
+  (``Host``, ``Content-Length``, ``Transfer-Encoding``, ``Connection``, ``Keep-Alive``,
+  ``Proxy-Connection``, ``TE``, ``Trailer``, ``Upgrade``, ``Expect``).
 * Limits set in the settings (`check_limits`): payload size, number of headers, size of a
   header, url length; answered 400 with the path of the offending field.
 * ``timezone``: optional IANA zone name the cron is read in (default UTC); see the DST policy in
@@ -41,6 +42,9 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MAX_URL_LENGTH = 2048
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_URL_CHARS = re.compile(r"[\x00-\x20\x7f]")
+# A header value: visible ASCII, spaces and tabs (RFC 9110 field-value without obs-text, which
+# the HTTP client cannot send): no CR, LF, NUL or other control character, nothing non-ASCII.
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 RESERVED_HEADERS = frozenset(
@@ -153,6 +157,8 @@ class Trigger(BaseModel):
             seen.add(lower)
             if any(c in header_value for c in "\r\n\x00"):
                 raise ValueError(f"value of {name!r} must not contain CR, LF or NUL")
+            if not _HEADER_VALUE.fullmatch(header_value):
+                raise ValueError(f"value of {name!r} must be printable ASCII (no control or non-ASCII characters)")
         return value
 
 

@@ -35,10 +35,16 @@ class DeliveryWorker(SimpleWorker):
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
 
 
-def run_worker(settings: Settings, conn: Redis, *, burst: bool = False, **work_kwargs: Any) -> bool:
-    """Run a `DeliveryWorker` on the service's queue until stopped (or, with `burst`, until empty)."""
-    runtime = delivery.DeliveryRuntime(settings)
+def run_worker(
+    settings: Settings, conn: Redis, *, burst: bool = False, resolver: Any = None, **work_kwargs: Any
+) -> bool:
+    """Run a `DeliveryWorker` on the service's queue until stopped (or, with `burst`, until empty).
+
+    `resolver`: an aiohttp resolver asked instead of the system's DNS (tests); the SSRF guard wraps it.
+    """
+    runtime = delivery.DeliveryRuntime(settings, resolver=resolver)
     delivery.install_runtime(runtime)
+    runtime.client()  # import and build the HTTP client now, not in the first firing's time
     worker = DeliveryWorker([Queue(settings.queue_name, connection=conn)], connection=conn)
     worker.runtime = runtime
     try:

@@ -92,16 +92,16 @@ class Received:
 class Receiver:
     """A real HTTP server on 127.0.0.1 that records every request.
 
-    `responses[path]` is a list of (status, delay seconds) consumed one per request to that path;
-    when it is empty the answer is 200 at once.
+    `responses[path]` is a list of (status, delay seconds[, extra response headers]) consumed one per
+    request to that path; when it is empty the answer is 200 at once.
     """
 
     url: str
     requests: list[Received] = field(default_factory=list)
-    responses: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    responses: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def on(self, path: str, *answers: tuple[int, float]) -> None:
+    def on(self, path: str, *answers: tuple[Any, ...]) -> None:
         with self.lock:
             self.responses[path] = list(answers)
 
@@ -140,7 +140,9 @@ def receiver() -> Iterator[Receiver]:
                     Received(self.command, self.path, {k: v for k, v in self.headers.items()}, body, time.time())
                 )
                 answers = rec.responses.get(self.path) or []
-                status, delay = answers.pop(0) if answers else (200, 0.0)
+                answer = answers.pop(0) if answers else (200, 0.0)
+                status, delay = answer[0], answer[1]
+                extra_headers: dict[str, str] = answer[2] if len(answer) > 2 else {}  # type: ignore[misc]
             if delay:
                 time.sleep(delay)
             payload = b'{"ok":true}'
@@ -148,6 +150,8 @@ def receiver() -> Iterator[Receiver]:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
+                for name, value in extra_headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
             except (BrokenPipeError, ConnectionResetError):
@@ -158,7 +162,7 @@ def receiver() -> Iterator[Receiver]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     state["r"] = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield state["r"]
     server.shutdown()

@@ -664,3 +664,27 @@ def test_run_batch_outside_an_rq_job_is_an_error() -> None:
 def test_iso_format_of_scheduled_times() -> None:
     assert cron.iso(T + 1) == "2027-01-15T08:00:01Z"
     assert cron.iso(T + 1.25) == "2027-01-15T08:00:01.250Z"
+
+
+def test_cookies_set_by_one_target_never_travel_with_another_request(
+    conn: Redis, settings: Settings, queue: Queue, receiver: Receiver
+) -> None:
+    """One HTTP client serves every workspace: a cookie workspace A's target sets must not be sent
+    with workspace B's request to the same host (nor with A's own next request)."""
+    receiver.on("/a", (200, 0, {"Set-Cookie": "session=secret-of-workspace-A; Path=/"}))
+    store.replace(conn, "a", [_trigger(receiver.url + "/a")], now=lambda: T)
+    store.replace(conn, "b", [_trigger(receiver.url + "/b")], now=lambda: T)
+    runtime = delivery.DeliveryRuntime(settings)  # one runtime, one client, for both rounds
+    delivery.install_runtime(runtime)
+    try:
+        for now in (T + 1.5, T + 2.5):  # round 1: /a answers with Set-Cookie; round 2: both again
+            scheduling.tick(conn, queue, settings, now=now)
+            w = worker.DeliveryWorker([queue], connection=conn)
+            w.runtime = runtime
+            w.work(burst=True)
+    finally:
+        delivery.install_runtime(None)
+        runtime.close()
+    assert len(receiver.to("/a")) == 2 and len(receiver.to("/b")) == 2
+    for r in receiver.requests:
+        assert "cookie" not in {k.lower() for k in r.headers}, r.headers

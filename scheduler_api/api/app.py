@@ -18,12 +18,14 @@ from typing import Any
 from urllib.parse import unquote
 
 import redis
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler_api import __version__, store
@@ -85,9 +87,25 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("Redis is unavailable; nothing was changed, try again later", []), status_code=503)
 
 
+def _allowed_methods(request: Request) -> str | None:
+    """Every method served at the request's path. Starlette's 405 names only the methods of the
+    first route with that path, and one path has a route per method here (POST, GET, DELETE)."""
+    allowed = [
+        method
+        for method in ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in request.app.routes)
+    ]
+    return ", ".join(allowed) or None
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers["Allow"] = allowed
+    return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=headers or None)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -211,8 +229,11 @@ def create_app(settings: Settings, *, redis_client: Redis | None = None) -> Fast
     app.state.cipher = HeaderCipher(settings.secrets_key) if settings.secrets_key else None
     app.state.target_policy = TargetPolicy.from_settings(settings)
     app.include_router(router)
-    app.include_router(api)
-    app.include_router(controls)
+    # The key itself is checked by `ApiKeyCheck` before routing; this documents it in OpenAPI (and
+    # gives /docs its "Authorize" button). auto_error=False: it never answers anything itself.
+    documented_key = [Depends(HTTPBearer(auto_error=False, description="An API key from API_KEYS."))]
+    app.include_router(api, dependencies=documented_key)
+    app.include_router(controls, dependencies=documented_key)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics() -> Response:

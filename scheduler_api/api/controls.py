@@ -41,10 +41,15 @@ def _find(request: Request, workspace_id: str, index: int) -> store.StoredTrigge
 
 
 def _schedule_view(cron: str, tz: str | None, *, path: str) -> tuple[cronlib.Cron, str, list[str]]:
+    # The zone is checked on its own, so an error is blamed on the field that caused it (a cron
+    # whose text happens to say "time zone" is still a cron error) and "" is refused as it is for
+    # a trigger's timezone.
+    field = "timezone"
     try:
-        parsed = cronlib.parse(cron, tz or "UTC")
+        zone = "UTC" if tz is None else cronlib.check_timezone(tz)
+        field = "cron"
+        parsed = cronlib.parse(cron, zone)
     except cronlib.CronError as e:
-        field = "timezone" if "time zone" in str(e) else "cron"
         raise InvalidRequest("Invalid request", [{"path": f"{path}{field}", "message": str(e)}]) from None
     runs = [cronlib.iso(ts) for ts in parsed.next_runs(time.time(), NEXT_RUNS)]
     return parsed, cronlib.describe(parsed), runs

@@ -118,12 +118,16 @@ class Attempt(BaseModel):
 
 
 class Delivery(BaseModel):
-    id: str
+    id: str = Field(description="The firing id, `{jobId}@{scheduled time}`; also its Idempotency-Key.")
     jobId: str
+    workspace_id: str | None = None
     scheduled_at: str
-    outcome: str
+    outcome: str = Field(description="delivered, failed, retrying, missed or blocked")
     attempts: list[Attempt] = Field(default_factory=list)
     finished_at: str | None = None
+    next_attempt_at: str | None = Field(None, description="When a retrying firing is tried again.")
+    late_seconds: float | None = Field(None, description="How late a missed firing was when a scheduler saw it.")
+    missed_since: str | None = Field(None, description="The first run time a missed firing's scheduler passed over.")
 
 
 class DeliveriesResponse(BaseModel):

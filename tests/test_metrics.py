@@ -1,0 +1,195 @@
+"""`GET /metrics` (issue #7): Prometheus text format, counters kept in Redis so that what a worker
+or scheduler process counts is what any API process shows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Receiver, make_settings
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
+from rq import Queue
+from test_engine_processes import Procs, drained, start_scheduler, start_worker, stop, wait_until
+
+from scheduler_api import scheduling, store, worker
+from scheduler_api.api import create_app
+from scheduler_api.settings import Settings
+from scheduler_api.triggers import Trigger
+
+T = 1_800_000_000.0  # 2027-01-15T08:00:00Z, in the future of the real clock
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@pytest.fixture(autouse=True)
+def _no_rq_command_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker.DeliveryWorker, "subscribe", lambda self: None)
+
+
+def scrape(client: TestClient) -> Samples:
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    out: Samples = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def v(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def check_histogram(samples: Samples, name: str) -> None:
+    buckets = sorted(
+        ((float(dict(lbl)["le"]), val) for (n, lbl), val in samples.items() if n == f"{name}_bucket"),
+    )
+    assert buckets, name
+    counts = [c for _, c in buckets]
+    assert counts == sorted(counts), f"{name} buckets are not cumulative"
+    assert buckets[-1][0] == float("inf") and buckets[-1][1] == v(samples, f"{name}_count")
+    assert v(samples, f"{name}_sum") >= 0
+
+
+def test_metrics_exposition_has_every_series_at_zero(client: TestClient) -> None:
+    s = scrape(client)
+    for name in (
+        "scheduler_firings_enqueued_total",
+        "scheduler_firings_missed_total",
+        "scheduler_retries_scheduled_total",
+    ):
+        assert v(s, name) == 0
+    for outcome in ("delivered", "failed", "blocked"):
+        assert v(s, "scheduler_deliveries_total", outcome=outcome) == 0
+    for result in ("ok", "error"):
+        assert v(s, "scheduler_attempts_total", result=result) == 0
+    for where in ("rq_queue", "outbox", "retries"):
+        assert v(s, "scheduler_queue_depth", where=where) == 0
+    for h in ("scheduler_delivery_duration_seconds", "scheduler_lateness_seconds", "scheduler_tick_duration_seconds"):
+        check_histogram(s, h)
+        assert v(s, f"{h}_count") == 0
+
+
+def test_counters_follow_the_deliveries(client: TestClient, conn: Redis, redis_url: str, receiver: Receiver) -> None:
+    settings = make_settings(redis_url, delivery_max_retries=1, worker_concurrency=5)
+    queue = Queue(settings.queue_name, connection=conn)
+    receiver.on("/flaky", (500, 0))
+    receiver.on("/bad", (500, 0), (502, 0))
+    store.replace(
+        conn,
+        "ws",
+        [
+            Trigger(cron="* * * * *", url=receiver.url + "/ok", method="GET"),
+            Trigger(cron="* * * * *", url=receiver.url + "/flaky", method="GET"),
+            Trigger(cron="* * * * *", url=receiver.url + "/bad", method="GET"),
+        ],
+        now=lambda: T - 30,
+    )
+    # The tick as the scheduler process runs it, so that its duration is observed too.
+    sched = scheduling.TriggerScheduler(settings, connection=conn, clock=lambda: T + 0.2)
+    assert sched.enqueue_jobs().fired == 3
+    s = scrape(client)
+    assert v(s, "scheduler_firings_enqueued_total") == 3
+    assert v(s, "scheduler_queue_depth", where="rq_queue") == 1  # one batch job waiting
+    assert v(s, "scheduler_tick_duration_seconds_count") == 1
+    check_histogram(s, "scheduler_tick_duration_seconds")
+
+    worker.run_worker(settings, conn, burst=True)
+    s = scrape(client)
+    assert v(s, "scheduler_queue_depth", where="rq_queue") == 0
+    assert v(s, "scheduler_queue_depth", where="retries") == 2
+    assert v(s, "scheduler_deliveries_total", outcome="delivered") == 1
+    assert v(s, "scheduler_deliveries_total", outcome="failed") == 0
+    assert v(s, "scheduler_attempts_total", result="ok") == 1
+    assert v(s, "scheduler_attempts_total", result="error") == 2
+    assert v(s, "scheduler_retries_scheduled_total") == 2
+    assert v(s, "scheduler_delivery_duration_seconds_count") == 3
+    assert v(s, "scheduler_lateness_seconds_count") == 3
+
+    scheduling.tick(conn, queue, settings, now=T + 0.5)  # moves both retries
+    worker.run_worker(settings, conn, burst=True)
+    s = scrape(client)
+    assert v(s, "scheduler_queue_depth", where="retries") == 0
+    assert v(s, "scheduler_deliveries_total", outcome="delivered") == 2
+    assert v(s, "scheduler_deliveries_total", outcome="failed") == 1
+    assert v(s, "scheduler_attempts_total", result="ok") == 2
+    assert v(s, "scheduler_attempts_total", result="error") == 3
+    assert v(s, "scheduler_retries_scheduled_total") == 2
+    assert v(s, "scheduler_firings_enqueued_total") == 3  # retries are not new firings
+    assert v(s, "scheduler_delivery_duration_seconds_count") == 5
+    assert v(s, "scheduler_lateness_seconds_count") == 3  # first attempts only
+    for h in ("scheduler_delivery_duration_seconds", "scheduler_lateness_seconds"):
+        check_histogram(s, h)
+    assert 0 < v(s, "scheduler_delivery_duration_seconds_sum") < 5
+    assert len(receiver.requests) == 5
+
+    # A blocked delivery and a missed firing.
+    store.delete(conn, "ws")
+    store.replace(conn, "strict", [Trigger(cron="* * * * *", url=receiver.url + "/b", method="GET")], now=lambda: T)
+    store.replace(conn, "late", [Trigger(cron="0 * * * *", url=receiver.url + "/m", method="GET")], now=lambda: T)
+    result = scheduling.tick(conn, queue, settings, now=T + 3600 + 70)  # hourly is 70 s late: missed
+    assert result.missed == 1
+    worker.run_worker(make_settings(redis_url, allow_private_targets=False), conn, burst=True)
+    s = scrape(client)
+    assert v(s, "scheduler_firings_missed_total") == 1
+    assert v(s, "scheduler_deliveries_total", outcome="blocked") == 1
+    assert v(s, "scheduler_deliveries_total", outcome="delivered") == 2
+    assert v(s, "scheduler_firings_enqueued_total") == 4
+    assert len(receiver.requests) == 5
+
+
+def test_outbox_depth_counts_a_manual_run_not_yet_pushed(client: TestClient, conn: Redis) -> None:
+    body = {"triggers": [{"cron": "0 0 1 1 *", "url": "https://example.com/x", "method": "GET"}]}
+    assert client.post("/api/workspaces/ws/triggers", json=body).status_code == 200
+    assert client.post("/api/workspaces/ws/triggers/0/run").status_code == 202
+    s = scrape(client)
+    assert v(s, "scheduler_queue_depth", where="outbox") == 1
+    assert v(s, "scheduler_firings_enqueued_total") == 1
+
+
+# --- across processes ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def procs(tmp_path: Path, redis_url: str, conn: Redis) -> Iterator[Procs]:
+    started = Procs(tmp_path, redis_url)
+    try:
+        yield started
+    finally:
+        started.stop_all()
+
+
+def test_counts_made_by_worker_and_scheduler_processes_show_in_the_api(
+    client: TestClient, conn: Redis, settings: Settings, receiver: Receiver, procs: Procs
+) -> None:
+    scheduler = start_scheduler(procs, conn)
+    start_worker(procs, conn)
+    store.replace(conn, "ws", [Trigger(cron="* * * * * *", url=receiver.url + "/p", method="GET")])
+
+    def delivered() -> float:
+        return v(scrape(client), "scheduler_deliveries_total", outcome="delivered")
+
+    wait_until(lambda: delivered() >= 3, 15, "3 deliveries counted by the worker process", procs)
+    stop(scheduler, procs)
+    wait_until(lambda: drained(conn), 10, "the last firings to be delivered", procs)
+
+    s = scrape(client)
+    n = len(receiver.to("/p"))
+    assert v(s, "scheduler_deliveries_total", outcome="delivered") == n
+    assert v(s, "scheduler_attempts_total", result="ok") == n
+    assert v(s, "scheduler_firings_enqueued_total") == n
+    assert v(s, "scheduler_delivery_duration_seconds_count") == n
+    assert v(s, "scheduler_lateness_seconds_count") == n
+    assert v(s, "scheduler_tick_duration_seconds_count") >= 3  # observed by the scheduler process
+    for h in ("scheduler_delivery_duration_seconds", "scheduler_lateness_seconds", "scheduler_tick_duration_seconds"):
+        check_histogram(s, h)
+    # Lateness of a live every-second trigger is small: the firings start within seconds.
+    assert v(s, "scheduler_lateness_seconds_bucket", le="5.0") >= n - 1
+
+    # Another API replica, with its own Redis client, answers the same.
+    with TestClient(create_app(make_settings(settings.redis_url))) as other:
+        assert scrape(other) == s
