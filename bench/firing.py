@@ -337,7 +337,7 @@ def run(
     extra_rss["redis-server"] = redis_child.peak_rss_kb()
     state = {
         "retries_pending": int(conn.zcard(keys.RETRIES)),
-        "failed_firings": int(conn.zcard(keys.FAILED)),
+        "failed_firings": sum(int(conn.zcard(keys.failed(f"ws-{w}"))) for w in range(len(counts))),
         "rq_failed_jobs": FailedJobRegistry(queue=Queue(queue_name(env), connection=conn)).count,
         "redis_used_memory_peak": int(conn.info("memory")["used_memory_peak"]),
     }

@@ -46,6 +46,15 @@ FLUSH_EVERY_SECONDS = 0.25
 OUTCOME_NAMES = {"d": "delivered", "f": "failed", "b": "blocked", "r": "retrying"}
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop where it is installed (it is a dependency on Linux and macOS), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class _NoCookies(httpx.Cookies):
     """A cookie store that keeps nothing and sends nothing."""
 
@@ -84,7 +93,7 @@ class DeliveryRuntime:
         self.cipher = HeaderCipher(settings.secrets_key) if settings.secrets_key else None
         self.retention = Retention.from_settings(settings)
         self.resolver = resolver
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self.stopping = False
         self._client: httpx.AsyncClient | None = None
 

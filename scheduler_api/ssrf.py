@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -93,6 +94,8 @@ class TargetPolicy:
     """What the guard lets through: everything (`allow_private`), or public addresses plus the allowlist."""
 
     def __init__(self, *, allow_private: bool = False, allowlist: Iterable[str] = ()) -> None:
+        # Every delivery checks its url: remembered per url (the answer depends on nothing else).
+        self.check_url = lru_cache(maxsize=65_536)(self._check_url)  # type: ignore[method-assign]
         self.allow_private = allow_private
         self.hosts: set[str] = set()
         self.networks: list[IPNetwork] = []
@@ -122,6 +125,9 @@ class TargetPolicy:
 
     def check_url(self, url: str) -> str | None:
         """Why a request to `url` is refused before any DNS (literal blocked IP), or None."""
+        return self._check_url(url)
+
+    def _check_url(self, url: str) -> str | None:
         host = urlsplit(url).hostname or ""
         ip = literal_ip(host)
         if ip is None or self.host_allowlisted(host):
