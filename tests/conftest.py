@@ -12,10 +12,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from processes import Procs
 from redis import Redis
 from rq import Queue
 
@@ -23,6 +25,16 @@ from scheduler_api.api import create_app
 from scheduler_api.redis_server import RedisServer
 from scheduler_api.settings import Settings
 from scheduler_api.store import connect
+
+
+@pytest.fixture
+def procs(tmp_path: Path, redis_url: str, conn: Redis) -> Iterator[Procs]:
+    """Starts the service's commands as child processes; all are stopped when the test ends."""
+    started = Procs(tmp_path, redis_url)
+    try:
+        yield started
+    finally:
+        started.stop_all()
 
 
 @pytest.fixture(scope="session")

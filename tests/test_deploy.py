@@ -567,7 +567,7 @@ def test_dockerfile_dependency_step_installs_exactly_the_pyproject_dependencies(
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     expected = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert out.stdout.split() == expected
+    assert out.stdout.splitlines() == expected
 
 
 def test_dockerfile_runs_as_non_root_with_the_cli_as_entrypoint() -> None:

@@ -3,16 +3,13 @@ or scheduler process counts is what any API process shows."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from conftest import Receiver, make_settings
 from fastapi.testclient import TestClient
+from processes import Procs, drained, start_scheduler, start_worker, stop, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from rq import Queue
-from test_engine_processes import Procs, drained, start_scheduler, start_worker, stop, wait_until
 
 from scheduler_api import scheduling, store, worker
 from scheduler_api.api import create_app
@@ -152,15 +149,6 @@ def test_outbox_depth_counts_a_manual_run_not_yet_pushed(client: TestClient, con
 
 
 # --- across processes ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def procs(tmp_path: Path, redis_url: str, conn: Redis) -> Iterator[Procs]:
-    started = Procs(tmp_path, redis_url)
-    try:
-        yield started
-    finally:
-        started.stop_all()
 
 
 def test_counts_made_by_worker_and_scheduler_processes_show_in_the_api(

@@ -12,17 +12,15 @@ In-process with an injected clock, and with the real `scheduler` and `worker` pr
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Received, Receiver, make_settings
 from fastapi.testclient import TestClient
+from processes import Procs, start_scheduler, start_worker, wait_until
 from redis import Redis
 from rq import Queue
-from test_engine_processes import Procs, start_scheduler, start_worker, wait_until
 
 from scheduler_api import firings, history, keys, scheduling, store, worker
 from scheduler_api.cron import iso
@@ -253,15 +251,6 @@ def test_a_manual_run_never_shares_an_id_with_a_scheduled_firing(
 
 
 # --- the real scheduler and worker processes ----------------------------------------------------------
-
-
-@pytest.fixture
-def procs(tmp_path: Path, redis_url: str, conn: Redis) -> Iterator[Procs]:
-    started = Procs(tmp_path, redis_url)
-    try:
-        yield started
-    finally:
-        started.stop_all()
 
 
 def _second(r: Received) -> int:
