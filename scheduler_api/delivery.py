@@ -211,18 +211,17 @@ class DeliveryRuntime:
                     attempt.message,
                 )
             if log.isEnabledFor(logging.INFO):  # the arguments cost as much as a request's parsing
-                log.info(
-                    "delivery workspace=%s trigger=%s scheduled_at=%s attempt=%d status=%s error=%s "
-                    "duration_ms=%.1f outcome=%s",
-                    trigger.workspace_id,
-                    trigger.job_id,
-                    cronlib.iso(firing.scheduled_at),
-                    firing.attempt,
-                    attempt.status,
-                    attempt.error,
-                    attempt.duration * 1000,
-                    OUTCOME_NAMES[outcome.kind],
-                )
+                fields = {
+                    "workspace": trigger.workspace_id,
+                    "trigger": trigger.job_id,
+                    "scheduled_at": cronlib.iso(firing.scheduled_at),
+                    "attempt": firing.attempt,
+                    "status": attempt.status,
+                    "error": attempt.error,
+                    "duration_ms": round(attempt.duration * 1000, 1),
+                    "outcome": OUTCOME_NAMES[outcome.kind],
+                }  # never header values; in production each is a field of the JSON log line
+                log.info(" ".join(["delivery", *(f"{k}={v}" for k, v in fields.items())]), extra=fields)
 
         keeper_task = asyncio.create_task(keeper())
         tasks: list[asyncio.Task[None]] = []

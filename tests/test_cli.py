@@ -140,6 +140,38 @@ def procs() -> Iterator[list[Proc]]:
 # --- scheduler-api serve ---------------------------------------------------------------------------
 
 
+def test_serve_drains_a_request_in_flight_on_sigterm(
+    tmp_path: Path, redis_url: str, conn: Redis, procs: list[Proc]
+) -> None:
+    """SIGTERM while a request is half received: the API stops accepting, finishes that request
+    (its answer is complete and its replace is applied), then exits 0."""
+    port = free_port()
+    env = clean_env(PORT=str(port), HOST="127.0.0.1", REDIS_URL=redis_url)
+    server = Proc([sys.executable, "-m", "scheduler_api.cli", "serve"], env=env, cwd=tmp_path, log=tmp_path / "log")
+    procs.append(server)
+    server.wait_http(f"http://127.0.0.1:{port}/health", timeout=20)
+    body = b'{"triggers": [{"cron": "0 * * * *", "url": "https://example.com/drain", "method": "POST"}]}'
+    head = (
+        f"POST /api/workspaces/drain/triggers HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + body[:20])
+        time.sleep(0.3)
+        server.popen.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert server.popen.poll() is None, "the server quit with a request in flight"
+        sock.sendall(body[20:])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 200 OK", answer
+    assert b'"added":1' in rest.replace(b" ", b"")
+    assert [t.url for t in store.list_triggers(conn, "drain")] == ["https://example.com/drain"]
+    assert server.wait(15) == 0
+
+
 def test_serve_over_http_and_sigterm(tmp_path: Path, redis_url: str, conn: Redis, procs: list[Proc]) -> None:
     port = free_port()
     env = clean_env(PORT=str(port), HOST="127.0.0.1", REDIS_URL=redis_url, MAX_BODY_BYTES="4096")
