@@ -21,10 +21,12 @@ from processes import Procs
 from redis import Redis
 from rq import Queue
 
+from scheduler_api import scheduling
 from scheduler_api.api import create_app
 from scheduler_api.redis_server import RedisServer
 from scheduler_api.settings import Settings
 from scheduler_api.store import connect
+from scheduler_api.worker import DeliveryWorker, run_worker
 
 
 @pytest.fixture
@@ -70,6 +72,21 @@ def make_settings(redis_url: str, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def no_rq_command_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Burst workers skip rq's pub/sub command channel (only used by `rq` kill/stop commands),
+    whose listener thread sometimes takes a whole second to stop."""
+    monkeypatch.setattr(DeliveryWorker, "subscribe", lambda self: None)
+
+
+def tick_and_deliver(conn: Redis, settings: Settings, *nows: float) -> None:
+    """Tick the scheduler at each `now` (an injected clock) and deliver what it enqueued."""
+    queue = Queue(settings.queue_name, connection=conn)
+    for now in nows:
+        scheduling.tick(conn, queue, settings, now=now)
+        run_worker(settings, conn, burst=True)
 
 
 @pytest.fixture

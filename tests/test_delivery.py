@@ -43,12 +43,7 @@ def settings(redis_url: str, conn: Redis) -> Settings:
     return _settings(redis_url)
 
 
-@pytest.fixture(autouse=True)
-def _no_rq_command_channel(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Our burst workers skip rq's pub/sub command channel (used only for `rq` kill/stop commands):
-    its listener thread sometimes takes a whole second to stop, which would make each
-    tick-and-deliver round take from 0.1 to 1.1 s and blur the timing assertions."""
-    monkeypatch.setattr(worker.DeliveryWorker, "subscribe", lambda self: None)
+pytestmark = pytest.mark.usefixtures("no_rq_command_channel")
 
 
 def _h(r: Received) -> dict[str, str]:

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from conftest import Receiver, make_settings
+from conftest import Receiver, make_settings, tick_and_deliver
 from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue
@@ -51,14 +51,6 @@ def deliveries(client: TestClient, ws: str = "ws", **params: Any) -> list[dict[s
     return records
 
 
-def run(conn: Redis, settings: Settings, *nows: float) -> None:
-    """Tick at each `now` and deliver what it enqueued."""
-    queue = Queue(settings.queue_name, connection=conn)
-    for now in nows:
-        scheduling.tick(conn, queue, settings, now=now)
-        worker.run_worker(settings, conn, burst=True)
-
-
 def parse(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
@@ -74,7 +66,7 @@ def test_delivered_record(client: TestClient, conn: Redis, settings: Settings, r
         now=lambda: T - 30,
     )
     before = time.time()
-    run(conn, settings, T + 0.2)
+    tick_and_deliver(conn, settings, T + 0.2)
     after = time.time()
     [rec] = deliveries(client)
     assert rec["id"] == "ws:0@2027-01-15T08:00:00Z"
@@ -99,7 +91,7 @@ def test_retrying_then_delivered_is_one_record(
     store.replace(
         conn, "ws", [Trigger(cron="* * * * *", url=receiver.url + "/flaky", method="GET")], now=lambda: T - 30
     )
-    run(conn, settings, T + 0.2)
+    tick_and_deliver(conn, settings, T + 0.2)
     [rec] = deliveries(client)
     assert rec["outcome"] == "retrying"
     assert [(a["attempt"], a["status"]) for a in rec["attempts"]] == [(1, 500)]
@@ -107,7 +99,7 @@ def test_retrying_then_delivered_is_one_record(
     assert [r["id"] for r in deliveries(client, outcome="retrying")] == [rec["id"]]
     assert deliveries(client, outcome="delivered") == []
 
-    run(conn, settings, T + 0.5)  # moves the retry (due at real time + backoff, before T) and delivers it
+    tick_and_deliver(conn, settings, T + 0.5)  # moves the retry (due at real time + backoff, before T) and delivers it
     [rec] = deliveries(client)
     assert rec["outcome"] == "delivered"
     assert [(a["attempt"], a["status"], a["error"]) for a in rec["attempts"]] == [(1, 500, None), (2, 200, None)]
@@ -131,7 +123,7 @@ def test_failed_records_have_status_or_error_class_and_message(
         ],
         now=lambda: T - 30,
     )
-    run(conn, settings, T + 0.2, T + 0.5)
+    tick_and_deliver(conn, settings, T + 0.2, T + 0.5)
     by_job = {r["jobId"]: r for r in deliveries(client)}
     assert len(by_job) == 2
     down, conn_refused = by_job["ws:0"], by_job["ws:1"]
@@ -165,7 +157,7 @@ def test_blocked_record(client: TestClient, conn: Redis, redis_url: str, receive
     """Stored while private targets were allowed, delivered by a runtime that refuses them."""
     store.replace(conn, "ws", [Trigger(cron="* * * * *", url=receiver.url + "/b", method="GET")], now=lambda: T - 30)
     strict = make_settings(redis_url, allow_private_targets=False)
-    run(conn, strict, T + 0.2, T + 0.5, T + 1)
+    tick_and_deliver(conn, strict, T + 0.2, T + 0.5, T + 1)
     [rec] = deliveries(client)
     assert rec["outcome"] == "blocked" and rec["finished_at"]
     [attempt] = rec["attempts"]  # final at once: never retried
@@ -192,7 +184,7 @@ def test_newest_first_filters_and_limit(client: TestClient, conn: Redis, redis_u
         ],
         now=lambda: T - 30,
     )
-    run(conn, settings, T + 0.1, T + 60.1, T + 120.1)
+    tick_and_deliver(conn, settings, T + 0.1, T + 60.1, T + 120.1)
     records = deliveries(client)
     assert len(records) == 6
     scheduled = [parse(r["scheduled_at"]) for r in records]
@@ -232,7 +224,7 @@ def test_a_missed_record_is_ordered_by_its_scheduled_time(
         ],
         now=lambda: T - 10,
     )
-    run(conn, settings, T + 30.5)
+    tick_and_deliver(conn, settings, T + 30.5)
     records = deliveries(client)
     assert [(r["jobId"], r["outcome"], r["scheduled_at"]) for r in records] == [
         ("ws:1", "delivered", _iso(T + 30)),
@@ -251,7 +243,7 @@ def test_history_cap_is_per_workspace(client: TestClient, conn: Redis, redis_url
     settings = make_settings(redis_url, history_max_per_workspace=3, worker_concurrency=5)
     store.replace(conn, "a", [Trigger(cron="* * * * * *", url=receiver.url + "/a", method="GET")], now=lambda: T)
     store.replace(conn, "b", [Trigger(cron="*/2 * * * * *", url=receiver.url + "/b", method="GET")], now=lambda: T)
-    run(conn, settings, *(T + k + 0.1 for k in range(1, 6)))
+    tick_and_deliver(conn, settings, *(T + k + 0.1 for k in range(1, 6)))
     assert len(receiver.to("/a")) == 5 and len(receiver.to("/b")) == 2
     assert [r["scheduled_at"] for r in deliveries(client, ws="a")] == [_iso(T + k) for k in (5, 4, 3)]
     assert [r["scheduled_at"] for r in deliveries(client, ws="b")] == [_iso(T + 4), _iso(T + 2)]
@@ -285,7 +277,7 @@ def test_completed_and_failed_keep_counts_are_per_workspace(
         ],
         now=lambda: T,
     )
-    run(conn, settings, *(T + k + 0.1 for k in range(1, 6)))
+    tick_and_deliver(conn, settings, *(T + k + 0.1 for k in range(1, 6)))
     a = deliveries(client, ws="a")
     assert [(r["jobId"], r["scheduled_at"]) for r in a if r["outcome"] == "delivered"] == [
         ("a:0", _iso(T + 5)),
@@ -312,10 +304,10 @@ def test_completed_keep_seconds_drops_old_delivered_records(
         ],
         now=lambda: T,
     )
-    run(conn, settings, T + 1.1)
+    tick_and_deliver(conn, settings, T + 1.1)
     assert len(deliveries(client)) == 2
     time.sleep(1.2)
-    run(conn, settings, T + 2.1)  # finishing new records trims the workspace
+    tick_and_deliver(conn, settings, T + 2.1)  # finishing new records trims the workspace
     records = deliveries(client)
     assert [(r["jobId"], r["scheduled_at"]) for r in records if r["outcome"] == "delivered"] == [("ws:0", _iso(T + 2))]
     # Failed records are not subject to COMPLETED_KEEP_SECONDS.
@@ -331,7 +323,7 @@ def test_response_body_is_cut_to_the_excerpt_size(
 ) -> None:
     settings = make_settings(redis_url, response_excerpt_bytes=excerpt)
     store.replace(conn, "ws", [Trigger(cron="* * * * *", url=receiver.url + "/x", method="GET")], now=lambda: T - 30)
-    run(conn, settings, T + 0.2)
+    tick_and_deliver(conn, settings, T + 0.2)
     [rec] = deliveries(client)
     assert rec["outcome"] == "delivered"
     assert rec["attempts"][0]["body"] == body

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from conftest import Received, Receiver, make_settings
+from conftest import Received, Receiver, make_settings, tick_and_deliver
 from fastapi.testclient import TestClient
 from processes import Procs, start_scheduler, start_worker, wait_until
 from redis import Redis
@@ -57,13 +57,6 @@ def jobs(client: TestClient, ws: str) -> list[dict[str, Any]]:
     return out
 
 
-def run(conn: Redis, settings: Settings, *nows: float) -> None:
-    queue = Queue(settings.queue_name, connection=conn)
-    for now in nows:
-        scheduling.tick(conn, queue, settings, now=now)
-        worker.run_worker(settings, conn, burst=True)
-
-
 # --- in-process ------------------------------------------------------------------------------------
 
 
@@ -99,7 +92,7 @@ def test_paused_workspace_keeps_its_schedule_fires_nothing_and_resumes_without_b
     assert [(j["enabled"], j["paused"]) for j in listed] == [(True, True), (False, True), (True, True)]
     assert [j["next_run_at"] for j in listed] == [iso(T)] * 3
 
-    run(conn, settings, T + 0.1, T + 1.1, T + 2.1)
+    tick_and_deliver(conn, settings, T + 0.1, T + 1.1, T + 2.1)
     assert scheduled(receiver.to("/q")) == [iso(T), iso(T + 1), iso(T + 2)]  # another workspace fires
     assert receiver.to("/a") == [] and receiver.to("/off") == [] and receiver.to("/hourly") == []
     listed = jobs(client, "p")
@@ -111,7 +104,7 @@ def test_paused_workspace_keeps_its_schedule_fires_nothing_and_resumes_without_b
     assert client.post("/api/workspaces/p/resume").status_code == 200
     listed = jobs(client, "p")
     assert [(j["enabled"], j["paused"]) for j in listed] == [(True, False), (False, True), (True, False)]
-    run(conn, settings, T + 3.1, T + 4.1)
+    tick_and_deliver(conn, settings, T + 3.1, T + 4.1)
     assert scheduled(receiver.to("/a")) == [iso(T + 3), iso(T + 4)]  # from the next run time, no backfill
     assert receiver.to("/off") == [] and receiver.to("/hourly") == []
     records = client.get("/api/workspaces/p/deliveries").json()["deliveries"]
@@ -126,10 +119,10 @@ def test_resume_after_a_long_pause_does_not_fire_the_passed_run_times(
 ) -> None:
     store.replace(conn, "p", [Trigger(cron="*/10 * * * *", url=receiver.url + "/s", method="GET")], now=lambda: T - 1)
     assert client.post("/api/workspaces/p/pause").status_code == 200
-    run(conn, settings, *(T + k * 600 + 0.5 for k in range(3)))  # T, T+10 min, T+20 min pass while paused
+    tick_and_deliver(conn, settings, *(T + k * 600 + 0.5 for k in range(3)))  # T, T+10 min, T+20 min pass while paused
     assert jobs(client, "p")[0]["next_run_at"] == iso(T + 1800)
     assert client.post("/api/workspaces/p/resume").status_code == 200
-    run(conn, settings, T + 1799, T + 1800.5)
+    tick_and_deliver(conn, settings, T + 1799, T + 1800.5)
     assert scheduled(receiver.to("/s")) == [iso(T + 1800)]
 
 
@@ -146,7 +139,7 @@ def test_a_disabled_trigger_never_fires(
         now=lambda: T - 0.5,
     )
     # Regular ticks, then late ones (the misfire path: the latest run time fires).
-    run(conn, settings, T + 0.1, T + 1.1, T + 5.5, T + 500.2)
+    tick_and_deliver(conn, settings, T + 0.1, T + 1.1, T + 5.5, T + 500.2)
     assert receiver.to("/off") == []
     assert scheduled(receiver.to("/on")) == [iso(T), iso(T + 1), iso(T + 5), iso(T + 500)]
     assert {r["jobId"] for r in client.get("/api/workspaces/ws/deliveries").json()["deliveries"]} == {"ws:0"}
@@ -244,7 +237,7 @@ def test_a_manual_run_never_shares_an_id_with_a_scheduled_firing(
     )
     manual = history.run_now(conn, stored, now=T)
     assert manual == "ws:0@2027-01-15T08:00:00.000Z"
-    run(conn, settings, T + 0.1)
+    tick_and_deliver(conn, settings, T + 0.1)
     assert sorted(h(r)["idempotency-key"] for r in receiver.to("/x")) == sorted([manual, "ws:0@2027-01-15T08:00:00Z"])
     assert firings.get_record(conn, manual) is not None
     assert firings.get_record(conn, "ws:0@2027-01-15T08:00:00Z") is not None

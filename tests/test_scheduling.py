@@ -41,11 +41,7 @@ def settings(redis_url: str, conn: Redis) -> Settings:
     return _settings(redis_url)
 
 
-@pytest.fixture(autouse=True)
-def _no_rq_command_channel(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Our burst workers skip rq's pub/sub command channel (only used by `rq` kill/stop commands),
-    whose listener thread sometimes takes a whole second to stop."""
-    monkeypatch.setattr(worker.DeliveryWorker, "subscribe", lambda self: None)
+pytestmark = pytest.mark.usefixtures("no_rq_command_channel")
 
 
 def _h(r: Received) -> dict[str, str]:
