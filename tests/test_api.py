@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -11,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import make_settings
+from conftest import make_settings, post_without_reading_the_body
 from croniter import croniter
 from fastapi.testclient import TestClient
 from redis import Redis
@@ -426,33 +425,8 @@ def test_body_too_large_chunked(small_client: TestClient, conn: Redis) -> None:
 
 def test_body_too_large_is_refused_before_reading_it(settings: Settings) -> None:
     """With a Content-Length over the limit the app answers 413 without reading the body at all."""
-    app = create_app(settings)
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        raise AssertionError("the body was read")
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": url("ws"),
-        "raw_path": url("ws").encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"999999999")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
-    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
-    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
-    assert json.loads(b"".join(m.get("body", b"") for m in sent[1:]))["error"] == "Request body too large"
+    status, body = post_without_reading_the_body(create_app(settings), url("ws"))
+    assert status == 413 and body["error"] == "Request body too large"
 
 
 def test_unknown_routes_and_wrong_methods(client: TestClient) -> None:

@@ -7,7 +7,6 @@ used on another workspace -> 403; the key check runs before the body is read; ``
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_settings
+from conftest import make_settings, post_without_reading_the_body
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from redis import Redis
@@ -242,34 +241,8 @@ def test_unauthenticated_bad_bodies_get_401(c: TestClient, conn: Redis) -> None:
 
 def test_unauthenticated_body_is_never_read(keyed_settings: Settings) -> None:
     """At the ASGI level: a 401 is sent without a single `receive()`."""
-    app = create_app(keyed_settings)
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        raise AssertionError("the body was read")
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    path = url("ws")
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"999999999")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
-    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
-    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 401
-    assert json.loads(b"".join(m.get("body", b"") for m in sent[1:]))["error"] == "Unauthorized"
+    status, body = post_without_reading_the_body(create_app(keyed_settings), url("ws"))
+    assert status == 401 and body["error"] == "Unauthorized"
 
 
 # --- start-up rules ----------------------------------------------------------------------------------

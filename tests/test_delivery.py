@@ -19,7 +19,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import Received, Receiver, make_settings
+from conftest import Received, Receiver
+from conftest import headers_of as _h
+from conftest import iso_second as _iso
+from conftest import make_engine_settings as _settings
 from redis import Redis
 from rq import Queue, SimpleWorker
 
@@ -31,28 +34,12 @@ T = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a whole hour
 WS = "ws"
 
 
-def _settings(redis_url: str, **overrides: Any) -> Settings:
-    """Test settings with at most 5 requests in flight unless told otherwise: the receiver
-    (http.server) has a listen backlog of 5, and more simultaneous new connections can sit
-    unanswered past the delivery timeout."""
-    return make_settings(redis_url, **{"worker_concurrency": 5, **overrides})
-
-
 @pytest.fixture
 def settings(redis_url: str, conn: Redis) -> Settings:
     return _settings(redis_url)
 
 
 pytestmark = pytest.mark.usefixtures("no_rq_command_channel")
-
-
-def _h(r: Received) -> dict[str, str]:
-    """The request's headers with lower-case names (the receiver keeps the sender's case)."""
-    return {k.lower(): v for k, v in r.headers.items()}
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _once_cron(ts: float) -> str:

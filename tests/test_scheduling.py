@@ -11,11 +11,13 @@ import math
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import Received, Receiver, make_settings
+from conftest import Receiver
+from conftest import headers_of as _h
+from conftest import iso_second as _iso
+from conftest import make_engine_settings as _settings
 from redis import Redis
 from rq import Queue
 
@@ -29,28 +31,12 @@ WS = "ws"
 RETENTION = firings.Retention(keep_seconds=86_400, keep_done=100, keep_failed=100, keep_history=1000)
 
 
-def _settings(redis_url: str, **overrides: Any) -> Settings:
-    """Test settings with at most 5 requests in flight unless told otherwise: the receiver
-    (http.server) has a listen backlog of 5, and more simultaneous new connections can sit
-    unanswered past the delivery timeout."""
-    return make_settings(redis_url, **{"worker_concurrency": 5, **overrides})
-
-
 @pytest.fixture
 def settings(redis_url: str, conn: Redis) -> Settings:
     return _settings(redis_url)
 
 
 pytestmark = pytest.mark.usefixtures("no_rq_command_channel")
-
-
-def _h(r: Received) -> dict[str, str]:
-    """The request's headers with lower-case names (the receiver keeps the sender's case)."""
-    return {k.lower(): v for k, v in r.headers.items()}
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _trigger(url: str, cron_expr: str = "* * * * * *", method: str = "POST", **kw: Any) -> Trigger:
