@@ -176,13 +176,23 @@ def parse(expr: str, tz: str = "UTC") -> Cron:
     return cron
 
 
-@lru_cache(maxsize=8192)  # thousands of firings share a scheduled time
 def iso(ts: float) -> str:
-    """ISO 8601 UTC with a `Z`, milliseconds only when the time has them."""
-    dt = datetime.fromtimestamp(ts, UTC)
-    if dt.microsecond:
-        return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return dt.isoformat(timespec="seconds").replace("+00:00", "Z")
+    """ISO 8601 UTC with a `Z`, milliseconds only when the time has them (a fraction that rounds to
+    0 microseconds has none; otherwise milliseconds truncated, as `datetime.isoformat` does).
+
+    Hot: every delivery formats two or three times, so the date part is cached per second."""
+    seconds = math.floor(ts)
+    micro = round((ts - seconds) * 1_000_000)  # half-even, as datetime.fromtimestamp rounds
+    if micro >= 1_000_000:
+        seconds, micro = seconds + 1, 0
+    if micro:
+        return f"{_iso_second(seconds)}.{micro // 1000:03d}Z"
+    return _iso_second(seconds) + "Z"
+
+
+@lru_cache(maxsize=4096)
+def _iso_second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
 _MACRO_EXPR = {

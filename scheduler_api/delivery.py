@@ -28,7 +28,7 @@ import logging
 import time
 from typing import Any
 
-import httpx
+import aiohttp
 from redis import Redis
 
 from scheduler_api import cron as cronlib
@@ -39,6 +39,7 @@ from scheduler_api.sending import Attempt, SendOptions, classify, send
 from scheduler_api.settings import Settings, load_settings
 from scheduler_api.ssrf import GuardedResolver
 from scheduler_api.store import StoredTrigger, load_definitions
+from scheduler_api.transport import DeliveryClient, DeliveryTransport
 
 log = logging.getLogger("scheduler_api.delivery")
 
@@ -55,33 +56,6 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-class _NoCookies(httpx.Cookies):
-    """A cookie store that keeps nothing and sends nothing."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
-
-    def set_cookie_header(self, request: httpx.Request) -> None:
-        return None
-
-
-_NO_COOKIES = _NoCookies()
-
-
-class CookielessClient(httpx.AsyncClient):
-    """httpx's client without its cookie jar: deliveries of different workspaces share one client,
-    so a `Set-Cookie` from one target must not be replayed to any other request (and parsing them
-    cost ~10 % of the worker's CPU)."""
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return _NO_COOKIES
-
-    @cookies.setter
-    def cookies(self, value: Any) -> None:
-        return None
-
-
 class DeliveryRuntime:
     """An event loop and one shared HTTP client that live as long as the worker process."""
 
@@ -95,14 +69,11 @@ class DeliveryRuntime:
         self.resolver = resolver
         self.loop = new_event_loop()
         self.stopping = False
-        self._client: httpx.AsyncClient | None = None
+        self._client: DeliveryClient | None = None
 
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> DeliveryClient:
         """The shared client: httpx over aiohttp, whose connector resolves through the SSRF guard."""
         if self._client is None:
-            import aiohttp
-            from httpx_aiohttp import AiohttpTransport
-
             concurrency = self.settings.worker_concurrency
             guard = GuardedResolver(self.options.policy, self.resolver)
 
@@ -114,11 +85,9 @@ class DeliveryRuntime:
                     cookie_jar=aiohttp.DummyCookieJar(),
                 )
 
-            self._client = CookielessClient(
-                transport=AiohttpTransport(client=session, trust_env=False),
+            self._client = DeliveryClient(
+                DeliveryTransport(timeout=self.settings.delivery_timeout_seconds, client=session),
                 timeout=self.settings.delivery_timeout_seconds,
-                follow_redirects=False,
-                trust_env=False,
             )
         return self._client
 
@@ -167,7 +136,6 @@ class DeliveryRuntime:
             counts[OUTCOME_NAMES.get(o.kind, "dropped")] += 1
         durations: list[float] = []
         lateness: list[float] = []
-        sem = asyncio.Semaphore(settings.worker_concurrency)
 
         def flush(finished: bool) -> None:
             nonlocal pending, durations, lateness
@@ -192,10 +160,7 @@ class DeliveryRuntime:
                     renewed = time.monotonic()
 
         async def one(firing: Firing, trigger: StoredTrigger) -> None:
-            try:
-                attempt = await send(client, trigger, firing, self.options)
-            finally:
-                sem.release()
+            attempt = await send(client, trigger, firing, self.options)
             outcome = classify(firing, trigger, attempt, settings, now=time.time())
             counts[OUTCOME_NAMES[outcome.kind]] += 1
             pending.append(outcome)
@@ -223,32 +188,35 @@ class DeliveryRuntime:
                 }  # never header values; in production each is a field of the JSON log line
                 log.info(" ".join(["delivery", *(f"{k}={v}" for k, v in fields.items())]), extra=fields)
 
-        keeper_task = asyncio.create_task(keeper())
-        tasks: list[asyncio.Task[None]] = []
-        # Firings waiting for a free slot have not started: a replace or delete made meanwhile must
-        # drop them too, so definitions are read again when the last read is FLUSH_EVERY_SECONDS old.
+        # `WORKER_CONCURRENCY` lanes take the firings in order, one request each at a time.
+        # Firings not taken yet have not started: a replace or delete made meanwhile must drop them
+        # too, so definitions are read again when the last read is FLUSH_EVERY_SECONDS old.
         current: dict[str, StoredTrigger] | None = None
         checked = time.monotonic()
-        try:
-            for i, (firing, trigger) in enumerate(work):
-                await sem.acquire()
-                if self.stopping:
-                    sem.release()
-                    log.info("batch %s: stopping, %d firing(s) left for another worker", batch_id, len(work) - i)
-                    break
+        taken = 0
+
+        async def lane() -> None:
+            nonlocal current, checked, taken
+            while taken < len(work) and not self.stopping:
+                firing, trigger = work[taken]
+                taken += 1
                 if time.monotonic() - checked >= FLUSH_EVERY_SECONDS:
-                    current = load_definitions(conn, sorted({f.job_id for f, _ in work[i:]}))
+                    current = load_definitions(conn, sorted({f.job_id for f, _ in work[taken - 1 :]}))
                     checked = time.monotonic()
                 if current is not None:
                     latest = current.get(firing.job_id)
                     if latest is None or latest.version != firing.version:
-                        sem.release()
                         log.info("firing %s dropped: its trigger was removed or replaced", firing.id)
                         pending.append(Outcome("x", firing.id))
                         counts["dropped"] += 1
                         continue
-                tasks.append(asyncio.create_task(one(firing, trigger)))
-            await asyncio.gather(*tasks)
+                await one(firing, trigger)
+
+        keeper_task = asyncio.create_task(keeper())
+        try:
+            await asyncio.gather(*(lane() for _ in range(min(settings.worker_concurrency, len(work)) or 1)))
+            if self.stopping and taken < len(work):
+                log.info("batch %s: stopping, %d firing(s) left for another worker", batch_id, len(work) - taken)
         finally:
             keeper_task.cancel()
             try:

@@ -28,7 +28,7 @@ from typing import Any
 from redis import Redis
 
 from scheduler_api import keys
-from scheduler_api.store import run_script
+from scheduler_api.store import compact_json, run_script
 
 _TRIM = """
 -- Retention of one workspace's records (see scheduler_api.history). `P` is the key prefix.
@@ -237,7 +237,7 @@ class Firing:
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
-        return json.dumps(
+        return compact_json(
             {
                 "id": self.id,
                 "job": self.job_id,
@@ -245,8 +245,7 @@ class Firing:
                 "at": self.scheduled_at,
                 "n": self.attempt,
                 "tries": self.attempts,
-            },
-            separators=(",", ":"),
+            }
         )
 
     @classmethod
@@ -284,7 +283,7 @@ def commit_due(
             repr(p.next_score),
             p.firing.id if p.firing else missed_id,
             p.firing.to_json() if p.firing else "",
-            json.dumps(p.missed_record, separators=(",", ":")) if p.missed_record else "",
+            compact_json(p.missed_record) if p.missed_record else "",
             ws,
             repr(p.firing.scheduled_at if p.firing else _missed_at(p)),
         ]

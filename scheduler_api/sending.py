@@ -23,7 +23,6 @@ Outcome rules (`classify`):
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
@@ -39,10 +38,13 @@ from scheduler_api import cron as cronlib
 from scheduler_api.firings import Firing, Outcome
 from scheduler_api.settings import Settings
 from scheduler_api.ssrf import TargetPolicy, blocked_in_chain
-from scheduler_api.store import StoredTrigger
+from scheduler_api.store import StoredTrigger, compact_json
+from scheduler_api.transport import DeliveryClient
 from scheduler_api.triggers import BODY_METHODS
 
 log = logging.getLogger("scheduler_api.delivery")
+
+USER_AGENT = f"scheduler-api/{__version__}".encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -64,17 +66,36 @@ class SendOptions:
         )
 
 
-def build_headers(trigger: StoredTrigger, firing: Firing, *, has_body: bool) -> httpx.Headers:
-    headers = httpx.Headers(trigger.headers)
-    if has_body and "content-type" not in headers:
-        headers["Content-Type"] = "application/json"
-    headers["User-Agent"] = f"scheduler-api/{__version__}"
-    headers["X-Scheduler-Workspace"] = trigger.workspace_id
-    headers["X-Scheduler-Trigger"] = trigger.job_id
-    headers["X-Scheduler-Scheduled-At"] = cronlib.iso(firing.scheduled_at)
-    headers["X-Scheduler-Attempt"] = str(firing.attempt)
-    headers["Idempotency-Key"] = firing.id
-    return headers
+def build_request(trigger: StoredTrigger, firing: Firing, options: SendOptions) -> httpx.Request:
+    """The request of one attempt (see the module docstring for what it carries).
+
+    Raises UnicodeEncodeError for a header value that is not ASCII. The body is given as a
+    ready stream, so httpx adds no headers of its own: the transport sets Host and
+    Content-Length from the url and the bytes.
+    """
+    has_body = trigger.method in BODY_METHODS and trigger.payload is not None
+    content = json.dumps(trigger.payload).encode() if has_body else b""
+    headers = [(k.encode("ascii"), v.encode("ascii")) for k, v in trigger.headers.items()]
+    if has_body and not any(k.lower() == b"content-type" for k, _ in headers):
+        headers.append((b"Content-Type", b"application/json"))
+    headers += [
+        (b"User-Agent", USER_AGENT),
+        (b"X-Scheduler-Workspace", trigger.workspace_id.encode("ascii")),
+        (b"X-Scheduler-Trigger", trigger.job_id.encode("ascii")),
+        (b"X-Scheduler-Scheduled-At", cronlib.iso(firing.scheduled_at).encode("ascii")),
+        (b"X-Scheduler-Attempt", str(firing.attempt).encode("ascii")),
+        (b"Idempotency-Key", firing.id.encode("ascii")),
+    ]
+    if options.signing_secrets:
+        headers.append((signing.HEADER.encode("ascii"), signing.sign(options.signing_secrets, content).encode("ascii")))
+    request = httpx.Request(
+        trigger.method,
+        parsed_url(trigger.url),
+        headers=headers,
+        stream=httpx.ByteStream(content),
+    )
+    request.read()
+    return request
 
 
 @lru_cache(maxsize=65_536)
@@ -114,38 +135,30 @@ class Attempt:
         }
 
 
-async def send(client: httpx.AsyncClient, trigger: StoredTrigger, firing: Firing, options: SendOptions) -> Attempt:
+async def send(client: DeliveryClient, trigger: StoredTrigger, firing: Firing, options: SendOptions) -> Attempt:
     """Send one attempt; never raises (every failure becomes the Attempt's `error`)."""
     started = time.time()
     t0 = time.perf_counter()
     refused = options.policy.check_url(trigger.url)
     if refused:
         return Attempt(started, 0.0, error="blocked", message=f"target refused: {refused}", final=True)
-    has_body = trigger.method in BODY_METHODS and trigger.payload is not None
-    content = json.dumps(trigger.payload).encode() if has_body else b""
     try:
-        headers = build_headers(trigger, firing, has_body=has_body)
+        request = build_request(trigger, firing, options)
     except UnicodeError:
         # A value the API refuses today (non-ASCII) but stored earlier: it can never be sent, so
         # fail for good instead of crashing the batch; the message does not quote the value.
         return Attempt(started, 0.0, error="headers", message="a header value is not ASCII: cannot send", final=True)
-    if options.signing_secrets:
-        headers[signing.HEADER] = signing.sign(options.signing_secrets, content)
     timeout = options.timeout
     try:
-        async with asyncio.timeout(timeout):
-            request = client.build_request(
-                trigger.method, parsed_url(trigger.url), headers=headers, content=content or None, timeout=timeout
-            )
-            response = await client.send(request, stream=True)
-            try:
-                excerpt = b""
-                async for chunk in response.aiter_raw():
-                    excerpt += chunk
-                    if len(excerpt) >= options.excerpt_bytes:
-                        break
-            finally:
-                await response.aclose()
+        response = await client.deliver(request)  # the client's transport bounds the whole exchange
+        try:
+            excerpt = b""
+            async for chunk in response.stream:  # type: ignore[union-attr]
+                excerpt += chunk
+                if len(excerpt) >= options.excerpt_bytes:
+                    break
+        finally:
+            await response.aclose()
         body = excerpt[: options.excerpt_bytes].decode("utf-8", "replace")
         return Attempt(started, time.perf_counter() - t0, status=response.status_code, body=body or None)
     except Exception as e:
@@ -180,7 +193,7 @@ def classify(firing: Firing, trigger: StoredTrigger, attempt: Attempt, settings:
         delay = backoff_seconds(settings.delivery_backoff_seconds, retries_used + 1, random.random())
         nxt = Firing(firing.id, firing.job_id, firing.version, firing.scheduled_at, firing.attempt + 1, tries)
         record |= {"outcome": "retrying", "next_attempt_at": cronlib.iso(now + delay)}
-        return Outcome("r", firing.id, _dumps(record), nxt.to_json(), now + delay, firing.scheduled_at)
+        return Outcome("r", firing.id, compact_json(record), nxt.to_json(), now + delay, firing.scheduled_at)
     if attempt.ok:
         kind, outcome = "d", "delivered"
     elif attempt.error == "blocked":
@@ -188,8 +201,4 @@ def classify(firing: Firing, trigger: StoredTrigger, attempt: Attempt, settings:
     else:
         kind, outcome = "f", "failed"
     record |= {"outcome": outcome, "finished_at": cronlib.iso(now)}
-    return Outcome(kind, firing.id, _dumps(record), scheduled_at=firing.scheduled_at)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return Outcome(kind, firing.id, compact_json(record), scheduled_at=firing.scheduled_at)

@@ -1,0 +1,102 @@
+"""The worker's HTTP client: one shared httpx client over aiohttp, built for many small requests.
+
+Deliveries are httpx requests (`httpx.Request` in, `httpx.Response` out) sent by
+httpx-aiohttp's transport, which keeps aiohttp's connection pool under httpx's API (httpx's own
+pool manages a fraction of aiohttp's rate; see README "Performance"). Two things are trimmed off
+the per-request path, because a worker sends thousands of requests a second and nothing in them
+varies between requests:
+
+* `DeliveryClient.deliver` hands a request straight to the transport: httpx's per-request client
+  layers (header merging, auth, redirects, cookies, event hooks) are all switched off for
+  deliveries anyway, and skipping them took ~45 % off a request's CPU (`python -m bench.ceiling`);
+* `DeliveryTransport` reuses one aiohttp timeout and one parsed url per target instead of
+  building them again for every request.
+
+Failure rules: the whole exchange (connect, send, response head and the body read) is bounded by
+one total timeout; aiohttp's errors come out as httpx's exceptions (httpx-aiohttp's mapping),
+with the aiohttp error as `__cause__`. No cookie is kept or sent: deliveries of every workspace
+share the client, and a `Set-Cookie` from one target must never travel with another request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import aiohttp
+import httpx
+import yarl
+from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
+from multidict import CIMultiDict
+
+
+class _NoCookies(httpx.Cookies):
+    """A cookie store that keeps nothing and sends nothing."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        return None
+
+
+_NO_COOKIES = _NoCookies()
+
+
+@lru_cache(maxsize=65_536)
+def aiohttp_url(url: str) -> yarl.URL:
+    """aiohttp's parse of an url httpx already normalised (and percent-encoded), once per url."""
+    return yarl.URL(url, encoded=True)
+
+
+class DeliveryTransport(AiohttpTransport):
+    """httpx-aiohttp's transport with the request path trimmed: a fixed total timeout (`timeout`
+    seconds for the whole exchange, body included) and url parses kept per url."""
+
+    def __init__(self, *, timeout: float, client: Callable[[], aiohttp.ClientSession], **kwargs: Any) -> None:
+        super().__init__(client=client, trust_env=False, **kwargs)
+        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not isinstance(self.client, aiohttp.ClientSession):
+            self.client = self.get_client()
+        content = request.content  # requests are built with their body read
+        with map_aiohttp_exceptions():
+            response = await self.client.request(
+                request.method,
+                aiohttp_url(str(request.url)),
+                headers=CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw),
+                data=content or None,
+                allow_redirects=False,
+                auto_decompress=False,
+                compress=False,
+                timeout=self.timeout,
+            ).__aenter__()
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=AiohttpResponseStream(response),
+            request=request,
+        )
+
+
+class DeliveryClient(httpx.AsyncClient):
+    """The worker's one shared httpx client; deliveries go through `deliver` (module docstring)."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, **kwargs: Any) -> None:
+        super().__init__(transport=transport, follow_redirects=False, trust_env=False, **kwargs)
+        self.transport = transport
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, value: Any) -> None:
+        return None
+
+    async def deliver(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` as it is (no redirects followed); the body is left to stream."""
+        return await self.transport.handle_async_request(request)
