@@ -116,7 +116,9 @@ class DeliveryRuntime:
                 dropped.append(Outcome("x", f.id))
                 continue
             try:
-                trigger = dataclasses.replace(trigger, headers=open_headers(self.cipher, trigger.headers))
+                opened = open_headers(self.cipher, trigger.headers)
+                if opened is not trigger.headers:  # decrypted: a copy, the cached definition stays sealed
+                    trigger = dataclasses.replace(trigger, headers=opened)
             except SecretsError as e:
                 log.error("firing %s failed: %s", f.id, e)
                 failed = Attempt(time.time(), 0.0, error="secrets", message=str(e), final=True)

@@ -12,7 +12,8 @@ Outcome rules (`classify`):
 * a target the SSRF guard refuses (scheduler_api.ssrf) is **blocked** - final, never retried,
   with the reason in the record and the log;
 * a header value that cannot be decrypted (``SECRETS_KEY`` rotated too early), or that is not
-  ASCII (stored before the API refused such values), is **failed** - final, never retried, and
+  ASCII (stored before the API refused such values), or an url httpx cannot send (the API
+  checks urls, so only one stored under older rules), is **failed** - final, never retried, and
   nothing is sent;
 * any other status (3xx and 4xx included), a timeout (`DELIVERY_TIMEOUT_SECONDS` for the whole
   exchange) or a transport error (refused, reset, DNS, TLS) is a failed attempt: it is **retried**
@@ -139,7 +140,11 @@ async def send(client: DeliveryClient, trigger: StoredTrigger, firing: Firing, o
     """Send one attempt; never raises (every failure becomes the Attempt's `error`)."""
     started = time.time()
     t0 = time.perf_counter()
-    refused = options.policy.check_url(trigger.url)
+    try:
+        url = parsed_url(trigger.url)
+    except (httpx.InvalidURL, ValueError) as e:  # the API refuses such urls; one stored earlier is no crash
+        return Attempt(started, 0.0, error="url", message=f"the url cannot be sent: {e}", final=True)
+    refused = options.policy.check_host(url.raw_host.decode("ascii"))  # the host the request goes to
     if refused:
         return Attempt(started, 0.0, error="blocked", message=f"target refused: {refused}", final=True)
     try:

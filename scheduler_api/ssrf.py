@@ -94,8 +94,8 @@ class TargetPolicy:
     """What the guard lets through: everything (`allow_private`), or public addresses plus the allowlist."""
 
     def __init__(self, *, allow_private: bool = False, allowlist: Iterable[str] = ()) -> None:
-        # Every delivery checks its url: remembered per url (the answer depends on nothing else).
-        self.check_url = lru_cache(maxsize=65_536)(self._check_url)  # type: ignore[method-assign]
+        # Every delivery checks its url's host: remembered per host (the answer depends on nothing else).
+        self.check_host = lru_cache(maxsize=65_536)(self._check_host)  # type: ignore[method-assign]
         self.allow_private = allow_private
         self.hosts: set[str] = set()
         self.networks: list[IPNetwork] = []
@@ -125,10 +125,13 @@ class TargetPolicy:
 
     def check_url(self, url: str) -> str | None:
         """Why a request to `url` is refused before any DNS (literal blocked IP), or None."""
-        return self._check_url(url)
+        return self.check_host(urlsplit(url).hostname or "")
 
-    def _check_url(self, url: str) -> str | None:
-        host = urlsplit(url).hostname or ""
+    def check_host(self, host: str) -> str | None:
+        """Why a request to `host` (as in a url, without brackets) is refused before any DNS, or None."""
+        return self._check_host(host)
+
+    def _check_host(self, host: str) -> str | None:
         ip = literal_ip(host)
         if ip is None or self.host_allowlisted(host):
             return None

@@ -33,6 +33,7 @@ from functools import lru_cache
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
 from scheduler_api import cron as cronlib
@@ -97,6 +98,10 @@ def url_problem(value: str) -> str | None:
         return f"must have a host, got {value[:100]!r}"
     if port == 0:
         return "port must be between 1 and 65535"
+    try:
+        httpx.URL(value)  # what the worker sends with: its rules on hosts (IDNA) are stricter
+    except (httpx.InvalidURL, ValueError) as e:
+        return f"is not a valid URL: {e}"
     return None
 
 

@@ -302,6 +302,64 @@ def test_timeout_is_a_failed_attempt_and_is_retried(
     time.sleep(0.8)  # let the receiver's late answer finish before it is shut down
 
 
+def test_timeout_covers_a_response_body_that_never_ends(conn: Redis, redis_url: str, queue: Queue) -> None:
+    """The timeout bounds the whole exchange: a target that answers its headers at once and then
+    trickles the body is a timed-out attempt, not a request that hangs the lane."""
+    import socket
+
+    stop = threading.Event()
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def trickle() -> None:
+        conn_, _ = server.accept()
+        with conn_:
+            conn_.recv(65536)
+            conn_.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+            while not stop.wait(0.1):
+                try:
+                    conn_.sendall(b"x")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        settings = _settings(redis_url, delivery_timeout_seconds=0.5, delivery_max_retries=0)
+        due = _fire_now(conn, queue, settings, [_trigger(f"http://127.0.0.1:{port}/trickle")])
+        started = time.monotonic()
+        _deliver(conn, settings)
+        assert time.monotonic() - started < 5
+        rec = _record(conn, "ws:0", due)
+        assert rec is not None and rec["outcome"] == "failed"
+        (attempt,) = rec["attempts"]
+        assert attempt["error"] == "timeout" and attempt["status"] is None
+        assert 400 <= attempt["duration_ms"] < 2000
+    finally:
+        stop.set()
+        server.close()
+        thread.join(5)
+
+
+def test_a_stored_url_the_client_cannot_send_fails_for_good_without_stopping_the_batch(
+    conn: Redis, redis_url: str, queue: Queue, receiver: Receiver
+) -> None:
+    """The API refuses such urls now; one stored under older rules fails once (no retries, nothing
+    sent) and the other firings of its batch are delivered."""
+    settings = _settings(redis_url)
+    bad = Trigger.model_construct(cron="* * * * * *", url="http://a\u200b.example/x", method="POST", payload=None)
+    due = _fire_now(conn, queue, settings, [bad, _trigger(receiver.url + "/ok")])
+    _deliver(conn, settings)
+    rec = _record(conn, "ws:0", due)
+    assert rec is not None and rec["outcome"] == "failed"
+    (attempt,) = rec["attempts"]
+    assert attempt["error"] == "url" and "cannot be sent" in attempt["message"]
+    assert conn.zcard(keys.RETRIES) == 0
+    ok = _record(conn, "ws:1", due)
+    assert ok is not None and ok["outcome"] == "delivered"
+    assert len(receiver.to("/ok")) == 1
+
+
 # --- 5. backoff ----------------------------------------------------------------------------------
 
 
@@ -646,6 +704,23 @@ def test_run_batch_outside_an_rq_job_is_an_error() -> None:
 def test_iso_format_of_scheduled_times() -> None:
     assert cron.iso(T + 1) == "2027-01-15T08:00:01Z"
     assert cron.iso(T + 1.25) == "2027-01-15T08:00:01.250Z"
+
+
+def test_iso_is_datetime_isoformat_in_milliseconds() -> None:
+    """`iso` is hand-rolled for speed: it must equal datetime's rounding and truncation exactly
+    (firing ids contain it), including fractions that round to a whole second or to zero."""
+    import random
+
+    def reference(ts: float) -> str:
+        dt = datetime.fromtimestamp(ts, UTC)
+        spec = "milliseconds" if dt.microsecond else "seconds"
+        return dt.isoformat(timespec=spec).replace("+00:00", "Z")
+
+    rand = random.Random(3)
+    values = [rand.uniform(0, 4e9) for _ in range(20_000)]
+    values += [T + k / 1e6 + d for k in range(0, 1_000_000, 997) for d in (0.0, 4.9e-7, 5e-7, 5.1e-7, -5e-7)]
+    values += [T + 0.9999995, T + 0.0000005, T + 0.0005, T + 0.999, 0.0]
+    assert [cron.iso(v) for v in values] == [reference(v) for v in values]
 
 
 def test_cookies_set_by_one_target_never_travel_with_another_request(

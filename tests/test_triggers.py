@@ -81,6 +81,8 @@ def test_cron_rejected(cron: Any, fragment: str) -> None:
         "http://127.0.0.1:8080/hook",
         "http://[::1]:8080/hook",
         "https://user:pw@example.com/x",
+        "https://b\u00fccher.example/",  # an internationalised host is sent in its IDNA form
+        "https://xn--bcher-kva.example/",
         "https://example.com/" + "a" * (MAX_URL_LENGTH - len("https://example.com/")),
     ],
 )
@@ -108,6 +110,9 @@ def test_url_accepted(url: str) -> None:
         ("http://example.com/\x7f", "spaces or control characters"),
         ("http://example.com:99999/", "not a valid URL"),
         ("http://example.com:0/", "port"),
+        # Valid for urllib but not sendable by the worker's HTTP client (IDNA rules on the host).
+        ("http://a\u200b.com/", "not a valid URL"),
+        ("http://\uff21.com/", "not a valid URL"),
         ("https://example.com/" + "a" * (MAX_URL_LENGTH - len("https://example.com/") + 1), "at most 2048"),
         ("", "http:// or https://"),
         (42, "valid string"),
