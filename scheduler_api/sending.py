@@ -24,7 +24,6 @@ Outcome rules (`classify`):
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -75,7 +74,7 @@ def build_request(trigger: StoredTrigger, firing: Firing, options: SendOptions) 
     Content-Length from the url and the bytes.
     """
     has_body = trigger.method in BODY_METHODS and trigger.payload is not None
-    content = json.dumps(trigger.payload).encode() if has_body else b""
+    content = trigger.payload_json if has_body else b""
     headers = [(k.encode("ascii"), v.encode("ascii")) for k, v in trigger.headers.items()]
     if has_body and not any(k.lower() == b"content-type" for k, _ in headers):
         headers.append((b"Content-Type", b"application/json"))

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import redis
@@ -92,6 +92,12 @@ class StoredTrigger:
     @property
     def job_name(self) -> str:
         return f"{self.workspace_id}-trigger-{self.index}"
+
+    @cached_property
+    def payload_json(self) -> bytes:
+        """`payload` as the JSON bytes a request carries (`b""` for none), encoded once per
+        definition: workers keep parsed definitions across firings."""
+        return json.dumps(self.payload).encode() if self.payload is not None else b""
 
     def to_json(self) -> str:
         return compact_json(
