@@ -14,6 +14,7 @@ import string
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from conftest import make_settings
@@ -286,3 +287,28 @@ def test_property_strategies_reach_both_outcomes(prop_client: TestClient, conn: 
 
     probe()
     assert seen == {200, 400}, seen
+
+
+url_hosts = st.text(
+    alphabet=st.one_of(
+        st.sampled_from(string.ascii_letters + string.digits + "-._~%!$&'()*+,;=[]:@"),
+        st.characters(min_codepoint=0x80, max_codepoint=0x30000),
+    ),
+    min_size=1,
+    max_size=15,
+)
+
+
+@given(host=url_hosts, path=st.text(max_size=10), scheme=st.sampled_from(["http", "https", "HTTP"]))
+@hsettings(max_examples=400, deadline=None, database=None)
+def test_every_url_the_api_accepts_is_one_the_worker_can_send(host: str, path: str, scheme: str) -> None:
+    """The worker parses urls with httpx, whose host rules (IDNA) are stricter than urllib's:
+    validation must not let through an url that would then fail at every firing."""
+    from scheduler_api.transport import aiohttp_url
+    from scheduler_api.triggers import url_problem
+
+    url = f"{scheme}://{host}/{path}"
+    if url_problem(url) is None:
+        parsed = httpx.URL(url)
+        parsed.raw_host.decode("ascii")
+        aiohttp_url(str(parsed))
