@@ -29,17 +29,18 @@ import time
 from typing import Any
 
 import aiohttp
+import httpx
 from redis import Redis
 
 from scheduler_api import cron as cronlib
 from scheduler_api import firings, metrics
 from scheduler_api.firings import Firing, Outcome, Retention
 from scheduler_api.secrets import HeaderCipher, SecretsError, open_headers
-from scheduler_api.sending import Attempt, SendOptions, classify, send
+from scheduler_api.sending import Attempt, SendOptions, classify, parsed_url, send
 from scheduler_api.settings import Settings, load_settings
 from scheduler_api.ssrf import GuardedResolver
 from scheduler_api.store import StoredTrigger, load_definitions
-from scheduler_api.transport import DeliveryClient, DeliveryTransport
+from scheduler_api.transport import DeliveryClient, DeliveryTransport, aiohttp_url
 
 log = logging.getLogger("scheduler_api.delivery")
 
@@ -69,6 +70,7 @@ class DeliveryRuntime:
         self.resolver = resolver
         self.loop = new_event_loop()
         self.stopping = False
+        self.busy = False  # a batch is being delivered (prefetching waits)
         self._client: DeliveryClient | None = None
 
     def client(self) -> DeliveryClient:
@@ -98,8 +100,26 @@ class DeliveryRuntime:
         self.loop.run_until_complete(asyncio.sleep(0))  # let aiohttp close its sockets
         self.loop.close()
 
+    def warm(self, trigger: StoredTrigger) -> None:
+        """Parse ahead what a delivery of `trigger` parses (scheduler_api.prefetch): its url, for
+        httpx, aiohttp and the SSRF check, and its payload."""
+        try:
+            url = parsed_url(trigger.url)
+            self.options.policy.check_host(url.raw_host.decode("ascii"))
+            aiohttp_url(str(url))
+        except (httpx.InvalidURL, ValueError):
+            pass  # its firing fails for good, with the reason (scheduler_api.sending)
+        _ = trigger.payload_json
+
     def run_batch(self, conn: Redis, batch_id: str) -> dict[str, int]:
         """Deliver what is left of a batch; see the module docstring for the rules."""
+        self.busy = True
+        try:
+            return self._run_batch(conn, batch_id)
+        finally:
+            self.busy = False
+
+    def _run_batch(self, conn: Redis, batch_id: str) -> dict[str, int]:
         settings = self.settings
         claim = firings.claim_lease(conn, batch_id, now=time.time(), lease_seconds=settings.worker_lease_seconds)
         if claim != 1:

@@ -17,6 +17,9 @@ because rq-scheduler's own one, as measured in issue #3:
     most `MISFIRE_GRACE_SECONDS` late (older ones are logged as skipped); if even the most recent
     one is later than that, it is recorded as ``missed`` and logged, and nothing fires.
 
+Between ticks the scheduler parses the definitions due within `PREFETCH_SECONDS`
+(scheduler_api.prefetch), stopping in time for the next tick.
+
 Failure rules: a Redis error in a tick is logged and the tick is retried on the next poll; no
 schedule entry is advanced unless its firing was written in the same script, and a written batch
 stays in the outbox until it is pushed to RQ, so a crash at any point loses no firing.
@@ -39,12 +42,14 @@ from rq_scheduler import Scheduler
 
 from scheduler_api import cron as cronlib
 from scheduler_api import firings, keys, metrics
+from scheduler_api.prefetch import Prefetcher
 from scheduler_api.settings import Settings
 from scheduler_api.store import load_definitions, paused_among
 
 log = logging.getLogger("scheduler_api.scheduler")
 
 READ_CHUNK = 5000
+PREFETCH_MARGIN_SECONDS = 0.05  # a prefetch pass stops this long before the next tick
 OUTBOX_RETRY_SECONDS = 30.0
 
 
@@ -240,6 +245,14 @@ class TriggerScheduler(Scheduler):  # type: ignore[misc]
         self.settings = settings
         self.clock = clock
         self.stopping = False
+        self.next_tick = 0.0
+        # Between ticks: parse the definitions (and cron expressions) of entries due soon.
+        self.prefetcher = Prefetcher(
+            connection,
+            lookahead=settings.prefetch_seconds,
+            warm=lambda trigger: trigger.schedule,
+            busy=lambda: self.stopping or self.clock() >= self.next_tick - PREFETCH_MARGIN_SECONDS,
+        )
 
     def acquire_lock(self) -> bool:
         # No lock: the per-entry compare-and-set makes concurrent schedulers safe.
@@ -306,7 +319,8 @@ class TriggerScheduler(Scheduler):  # type: ignore[misc]
                 # Sleep to the next multiple of the interval on the wall clock (+1 ms): due times are
                 # whole seconds, so a tick right after them adds no phase delay to every firing.
                 # Small steps, so that a signal stops us soon.
-                wake = next_tick_at(self.clock(), self._interval)
+                wake = self.next_tick = next_tick_at(self.clock(), self._interval)
+                self.prefetcher.run_once(self.clock())
                 while not self.stopping and (remaining := wake - self.clock()) > 0:
                     time.sleep(min(remaining, 0.1))
         finally:

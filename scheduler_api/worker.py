@@ -8,20 +8,28 @@ Shutdown: on the first SIGTERM/SIGINT the worker takes no new job and the runnin
 no new request; requests in flight finish (each within `DELIVERY_TIMEOUT_SECONDS`), their
 outcomes are written and the firings not started go back to the outbox for another worker.
 A second signal is rq's cold shutdown.
+
+While idle (between jobs) a thread parses the triggers due within `PREFETCH_SECONDS`
+(scheduler_api.prefetch); it waits whenever a batch is being delivered.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 from redis import Redis
 from rq import Queue, SimpleWorker
 
 from scheduler_api import delivery
+from scheduler_api.prefetch import Prefetcher, run_in_thread
 from scheduler_api.settings import Settings
 
 log = logging.getLogger("scheduler_api.worker")
+
+PREFETCH_EVERY_SECONDS = 1.0
 
 
 class DeliveryWorker(SimpleWorker):
@@ -47,8 +55,13 @@ def run_worker(
     runtime.client()  # import and build the HTTP client now, not in the first firing's time
     worker = DeliveryWorker([Queue(settings.queue_name, connection=conn)], connection=conn)
     worker.runtime = runtime
+    stop = threading.Event()
+    if not burst and settings.prefetch_seconds > 0:  # idle between jobs: parse what is due soon
+        prefetcher = Prefetcher(conn, lookahead=settings.prefetch_seconds, warm=runtime.warm, busy=lambda: runtime.busy)
+        run_in_thread(prefetcher, PREFETCH_EVERY_SECONDS, stop, time.time)
     try:
         return bool(worker.work(burst=burst, logging_level=settings.log_level, **work_kwargs))
     finally:
+        stop.set()
         delivery.install_runtime(None)
         runtime.close()
