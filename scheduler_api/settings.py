@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     # A firing due while no scheduler ran is still fired if it is at most this late.
     misfire_grace_seconds: float = Field(60.0, ge=0)
     # Firings per RQ job: one job carries up to this many firings, delivered concurrently.
-    scheduler_batch_size: int = Field(200, ge=1, le=10_000)
+    scheduler_batch_size: int = Field(500, ge=1, le=10_000)
     # An idle worker or scheduler parses the triggers due within this many seconds ahead of time
     # (scheduler_api.prefetch); 0 turns it off.
     prefetch_seconds: float = Field(10.0, ge=0, le=300)
