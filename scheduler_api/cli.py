@@ -67,9 +67,10 @@ def serve(settings: Settings) -> None:
 def worker(settings: Settings, burst: bool = False) -> None:
     from scheduler_api.logs import setup_logging
     from scheduler_api.store import connect
-    from scheduler_api.worker import run_worker
+    from scheduler_api.worker import run_worker, tune_gc
 
     setup_logging(settings)
+    tune_gc()
     run_worker(settings, connect(settings.redis_url), burst=burst)
 
 

@@ -15,6 +15,7 @@ While idle (between jobs) a thread parses the triggers due within `PREFETCH_SECO
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -30,6 +31,18 @@ from scheduler_api.settings import Settings
 log = logging.getLogger("scheduler_api.worker")
 
 PREFETCH_EVERY_SECONDS = 1.0
+GC_THRESHOLD = 50_000  # allocations between young-generation collections (Python's default: 700)
+
+
+def tune_gc() -> None:
+    """For the long-lived worker process: what was loaded at start-up is never collected, and
+    young collections run every 50,000 allocations instead of 700 - each delivery allocates
+    hundreds of short-lived objects, and the default made the collector ~3-4 % of a delivery's CPU.
+    Memory stays bounded: cyclic garbage waits for at most that many allocations."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, older, oldest)
 
 
 class DeliveryWorker(SimpleWorker):
