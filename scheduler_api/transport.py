@@ -58,14 +58,20 @@ class ResponseBody(httpx.AsyncByteStream):
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        content = self._response.content
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        # An iterator object, not an async generator: a reader that stops early (the delivery
+        # keeps only an excerpt) leaves no generator behind to be finalised by the event loop.
+        return self
+
+    async def __anext__(self) -> bytes:
         try:
-            while chunk := await content.readany():
-                yield chunk
+            chunk = await self._response.content.readany()
         except Exception:
             with map_aiohttp_exceptions():
                 raise
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
     async def aclose(self) -> None:
         try:
