@@ -232,11 +232,23 @@ class ReceiverProcess:
     """`python -m bench.receiver` on a free port, and a reader of what it recorded."""
 
     def __init__(self, *, delay_ms: float, log_dir: Path) -> None:
+        # BENCH_RECEIVER=aiohttp: the aiohttp.web receiver of earlier figures (bench.receiver).
+        self.server = os.environ.get("BENCH_RECEIVER", "httptools")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.child = spawn(
             "receiver",
-            [sys.executable, "-m", "bench.receiver", "--port", str(self.port), "--delay-ms", f"{delay_ms:g}"],
+            [
+                sys.executable,
+                "-m",
+                "bench.receiver",
+                "--port",
+                str(self.port),
+                "--delay-ms",
+                f"{delay_ms:g}",
+                "--server",
+                self.server,
+            ],
             env=dict(os.environ, PYTHONPATH=str(REPO)),
             cwd=REPO,
             log_dir=log_dir,
