@@ -29,7 +29,6 @@ import httpx
 import yarl
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
-from multidict import CIMultiDict
 
 
 class _NoCookies(httpx.Cookies):
@@ -97,7 +96,8 @@ class DeliveryTransport(AiohttpTransport):
             response = await self.client.request(
                 request.method,
                 aiohttp_url(str(request.url)),
-                headers=CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw),
+                # A list: aiohttp builds its own CIMultiDict from it (one, not two).
+                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
                 data=content or None,
                 allow_redirects=False,
                 auto_decompress=False,
