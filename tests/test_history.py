@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from conftest import Receiver, make_settings, tick_and_deliver
+from conftest import Receiver, make_engine_settings, make_settings, tick_and_deliver
 from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue
@@ -32,12 +32,10 @@ T = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a whole hour
 
 @pytest.fixture
 def settings(redis_url: str, conn: Redis) -> Settings:
-    return make_settings(redis_url, worker_concurrency=5)
+    return make_engine_settings(redis_url)
 
 
-@pytest.fixture(autouse=True)
-def _no_rq_command_channel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker.DeliveryWorker, "subscribe", lambda self: None)
+pytestmark = pytest.mark.usefixtures("no_rq_command_channel")  # conftest
 
 
 def deliveries(client: TestClient, ws: str = "ws", **params: Any) -> list[dict[str, Any]]:

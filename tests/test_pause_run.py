@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from conftest import Received, Receiver, make_settings, tick_and_deliver
+from conftest import Received, Receiver, make_engine_settings, tick_and_deliver
 from fastapi.testclient import TestClient
 from processes import Procs, start_scheduler, start_worker, wait_until
 from redis import Redis
@@ -34,12 +34,10 @@ YEARLY = "0 0 1 1 *"
 
 @pytest.fixture
 def settings(redis_url: str, conn: Redis) -> Settings:
-    return make_settings(redis_url, worker_concurrency=5)
+    return make_engine_settings(redis_url)
 
 
-@pytest.fixture(autouse=True)
-def _no_rq_command_channel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker.DeliveryWorker, "subscribe", lambda self: None)
+pytestmark = pytest.mark.usefixtures("no_rq_command_channel")  # conftest
 
 
 def h(r: Received) -> dict[str, str]:

@@ -56,9 +56,7 @@ def urls(server: RedisServer) -> dict[str, str]:
     }
 
 
-@pytest.fixture(autouse=True)
-def _no_rq_command_channel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker.DeliveryWorker, "subscribe", lambda self: None)
+pytestmark = pytest.mark.usefixtures("no_rq_command_channel")  # conftest
 
 
 @pytest.mark.parametrize("kind", ["password", "acl-user"])

@@ -31,9 +31,7 @@ SECRET_2 = "k3y-VALUE-bbbbbbbbbbbbbbbbbbbbbbbbbbb"
 HEADERS = {"Authorization": SECRET_1, "X-Api-Key": SECRET_2}
 
 
-@pytest.fixture(autouse=True)
-def _no_rq_command_channel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker.DeliveryWorker, "subscribe", lambda self: None)
+pytestmark = pytest.mark.usefixtures("no_rq_command_channel")  # conftest
 
 
 def new_key() -> str:

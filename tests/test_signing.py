@@ -20,9 +20,7 @@ T = 1_800_000_000.0  # 2027-01-15T08:00:00Z, in the future of the real clock
 NOW = 1_790_000_000
 
 
-@pytest.fixture(autouse=True)
-def _no_rq_command_channel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker.DeliveryWorker, "subscribe", lambda self: None)
+pytestmark = pytest.mark.usefixtures("no_rq_command_channel")  # conftest
 
 
 def sig(r: Received) -> str | None:

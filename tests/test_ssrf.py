@@ -36,10 +36,7 @@ WS = "ws"
 PUBLIC_TRIGGER = {"cron": "* * * * *", "url": "https://example.com/ok", "method": "GET"}
 
 
-@pytest.fixture(autouse=True)
-def _no_rq_command_channel(monkeypatch: pytest.MonkeyPatch) -> None:
-    """As in test_delivery: skip rq's pub/sub listener, whose stop can take a second per burst."""
-    monkeypatch.setattr(worker.DeliveryWorker, "subscribe", lambda self: None)
+pytestmark = pytest.mark.usefixtures("no_rq_command_channel")  # conftest
 
 
 class FakeResolver(AbstractResolver):

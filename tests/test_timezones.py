@@ -41,9 +41,7 @@ def scheduled_at(r: Received) -> str:
     return {k.lower(): v for k, v in r.headers.items()}["x-scheduler-scheduled-at"]
 
 
-@pytest.fixture(autouse=True)
-def _no_rq_command_channel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker.DeliveryWorker, "subscribe", lambda self: None)
+pytestmark = pytest.mark.usefixtures("no_rq_command_channel")  # conftest
 
 
 # --- cron.parse(...).next_runs -------------------------------------------------------------------
