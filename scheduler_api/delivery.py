@@ -29,18 +29,17 @@ import time
 from typing import Any
 
 import aiohttp
-import httpx
 from redis import Redis
 
 from scheduler_api import cron as cronlib
-from scheduler_api import firings, metrics
+from scheduler_api import firings, metrics, sending
 from scheduler_api.firings import Firing, Outcome, Retention
 from scheduler_api.secrets import HeaderCipher, SecretsError, open_headers
-from scheduler_api.sending import Attempt, SendOptions, classify, parsed_url, send
+from scheduler_api.sending import Attempt, SendOptions, classify, send
 from scheduler_api.settings import Settings, load_settings
 from scheduler_api.ssrf import GuardedResolver
 from scheduler_api.store import StoredTrigger, load_definitions
-from scheduler_api.transport import DeliveryClient, DeliveryTransport, aiohttp_url
+from scheduler_api.transport import DeliveryClient, DeliveryTransport
 
 log = logging.getLogger("scheduler_api.delivery")
 
@@ -101,15 +100,8 @@ class DeliveryRuntime:
         self.loop.close()
 
     def warm(self, trigger: StoredTrigger) -> None:
-        """Parse ahead what a delivery of `trigger` parses (scheduler_api.prefetch): its url, for
-        httpx, aiohttp and the SSRF check, and its payload."""
-        try:
-            url = parsed_url(trigger.url)
-            self.options.policy.check_host(url.raw_host.decode("ascii"))
-            aiohttp_url(str(url))
-        except (httpx.InvalidURL, ValueError):
-            pass  # its firing fails for good, with the reason (scheduler_api.sending)
-        _ = trigger.payload_json
+        """Prefetching's hook (scheduler_api.prefetch): `sending.warm` with this worker's options."""
+        sending.warm(trigger, self.options)
 
     def run_batch(self, conn: Redis, batch_id: str) -> dict[str, int]:
         """Deliver what is left of a batch; see the module docstring for the rules."""

@@ -39,12 +39,13 @@ from scheduler_api.firings import Firing, Outcome
 from scheduler_api.settings import Settings
 from scheduler_api.ssrf import TargetPolicy, blocked_in_chain
 from scheduler_api.store import StoredTrigger, compact_json
-from scheduler_api.transport import DeliveryClient
+from scheduler_api.transport import DeliveryClient, aiohttp_url
 from scheduler_api.triggers import BODY_METHODS
 
 log = logging.getLogger("scheduler_api.delivery")
 
 USER_AGENT = f"scheduler-api/{__version__}".encode("ascii")
+URL_ERRORS = (httpx.InvalidURL, ValueError)  # what httpx's url parse raises (IDNA's errors are ValueErrors)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,23 @@ def parsed_url(url: str) -> httpx.URL:
     return httpx.URL(url)
 
 
+def refused_host(url: httpx.URL, policy: TargetPolicy) -> str | None:
+    """Why the SSRF guard refuses the host the request goes to, before any DNS, or None."""
+    return policy.check_host(url.raw_host.decode("ascii"))
+
+
+def warm(trigger: StoredTrigger, options: SendOptions) -> None:
+    """Parse ahead what a delivery of `trigger` parses (scheduler_api.prefetch): its url for httpx,
+    the SSRF check and aiohttp, and its payload; into the caches `send` reads."""
+    try:
+        url = parsed_url(trigger.url)
+    except URL_ERRORS:
+        return  # its firing fails for good, with the reason (`send`)
+    refused_host(url, options.policy)
+    aiohttp_url(str(url))
+    _ = trigger.payload_json
+
+
 def backoff_seconds(base: float, retry_number: int, rand: float) -> float:
     """Delay before retry `retry_number` (1-based): base * 2**(n-1), scaled into [0.5, 1] by rand."""
     return float(base * (2 ** (retry_number - 1)) * (0.5 + rand / 2))
@@ -141,9 +159,9 @@ async def send(client: DeliveryClient, trigger: StoredTrigger, firing: Firing, o
     t0 = time.perf_counter()
     try:
         url = parsed_url(trigger.url)
-    except (httpx.InvalidURL, ValueError) as e:  # the API refuses such urls; one stored earlier is no crash
+    except URL_ERRORS as e:  # the API refuses such urls; one stored earlier is no crash
         return Attempt(started, 0.0, error="url", message=f"the url cannot be sent: {e}", final=True)
-    refused = options.policy.check_host(url.raw_host.decode("ascii"))  # the host the request goes to
+    refused = refused_host(url, options.policy)
     if refused:
         return Attempt(started, 0.0, error="blocked", message=f"target refused: {refused}", final=True)
     try:
