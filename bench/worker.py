@@ -37,7 +37,7 @@ from bench.common import (
     save,
     self_cpu_seconds,
 )
-from scheduler_api import scheduling, store
+from scheduler_api import connection, scheduling, store
 from scheduler_api.redis_server import RedisServer
 from scheduler_api.settings import load_settings
 from scheduler_api.triggers import Trigger
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
                 misfire_grace_seconds=10**6,  # the injected due times lie in the past
                 log_level="WARNING",
             )
-            conn = store.connect(redis_server.url)
+            conn = connection.connect(redis_server.url)
             start = math.floor(time.time() / 60) * 60
             per_ws = math.ceil(args.triggers / WORKSPACES)
             for w in range(WORKSPACES):

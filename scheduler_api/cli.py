@@ -65,8 +65,8 @@ def serve(settings: Settings) -> None:
 
 
 def worker(settings: Settings, burst: bool = False) -> None:
+    from scheduler_api.connection import connect
     from scheduler_api.logs import setup_logging
-    from scheduler_api.store import connect
     from scheduler_api.worker import run_worker, tune_gc
 
     setup_logging(settings)
@@ -75,17 +75,17 @@ def worker(settings: Settings, burst: bool = False) -> None:
 
 
 def scheduler(settings: Settings) -> None:
+    from scheduler_api.connection import connect
     from scheduler_api.logs import setup_logging
     from scheduler_api.scheduling import TriggerScheduler
-    from scheduler_api.store import connect
 
     setup_logging(settings)
     TriggerScheduler(settings, connection=connect(settings.redis_url, timeout=10)).run()
 
 
 def rotate_secrets(settings: Settings) -> int:
+    from scheduler_api.connection import connect
     from scheduler_api.secrets import HeaderCipher
-    from scheduler_api.store import connect
     from scheduler_api.store import rotate_secrets as rotate
 
     if not settings.secrets_key:

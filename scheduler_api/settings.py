@@ -86,9 +86,10 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got {value!r}")
+    def _redis_url(cls, value: str) -> str:
+        from scheduler_api.connection import check_url
+
+        check_url(value)  # the message never quotes the URL: it may hold a password
         return value
 
     @field_validator("api_keys")

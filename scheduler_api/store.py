@@ -242,20 +242,6 @@ def parse_definition(job_id: str, raw: bytes) -> StoredTrigger:
     return StoredTrigger.from_json(ws, int(idx), raw)
 
 
-def connect(url: str, *, timeout: float | None = None) -> Redis:
-    """A Redis client for `url` (``redis://``, ``rediss://``, ``unix://``).
-
-    It returns bytes, as RQ needs. With `timeout`, connecting and each command give up after that
-    many seconds, so a caller answers "unavailable" quickly instead of hanging.
-    """
-    return Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-    )
-
-
 def set_paused(conn: Redis, workspace_id: str, paused: bool) -> None:
     """Pause or resume a whole workspace: its triggers keep their schedule but do not fire."""
     with redis_errors():

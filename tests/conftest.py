@@ -25,9 +25,9 @@ from rq import Queue
 
 from scheduler_api import scheduling
 from scheduler_api.api import create_app
+from scheduler_api.connection import connect
 from scheduler_api.redis_server import RedisServer
 from scheduler_api.settings import Settings
-from scheduler_api.store import connect
 from scheduler_api.worker import DeliveryWorker, run_worker
 
 

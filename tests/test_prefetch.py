@@ -16,7 +16,7 @@ from conftest import make_engine_settings
 from redis import Redis
 from rq import Queue
 
-from scheduler_api import delivery, prefetch, scheduling, sending, store, transport
+from scheduler_api import connection, delivery, prefetch, scheduling, sending, store, transport
 from scheduler_api.prefetch import Prefetcher
 from scheduler_api.store import StoredTrigger
 from scheduler_api.triggers import Trigger
@@ -82,7 +82,7 @@ def test_errors_are_swallowed(conn: Redis) -> None:
         raise RuntimeError("boom")
 
     assert Prefetcher(conn, lookahead=10, warm=broken).run_once(T) == 0
-    unreachable = store.connect("redis://127.0.0.1:1/0", timeout=0.2)
+    unreachable = connection.connect("redis://127.0.0.1:1/0", timeout=0.2)
     assert Prefetcher(unreachable, lookahead=10).run_once(T) == 0
 
 
@@ -135,7 +135,7 @@ def test_the_scheduler_prefetches_between_ticks(redis_url: str, conn: Redis) -> 
     second = int(now + 30) % 60  # due about 30 s from now, within a 60 s lookahead
     store.replace(conn, "ws", [_trigger(f"{second} * * * * *")])
     settings = make_engine_settings(redis_url, prefetch_seconds=60, scheduler_interval_seconds=0.2)
-    scheduler = scheduling.TriggerScheduler(settings, connection=store.connect(redis_url))
+    scheduler = scheduling.TriggerScheduler(settings, connection=connection.connect(redis_url))
     seen, warm = _collector()
     scheduler.prefetcher.warm = warm
     runner = threading.Thread(target=scheduler.run, daemon=True)

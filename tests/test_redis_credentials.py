@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue
 
-from scheduler_api import firings, scheduling, store, worker
+from scheduler_api import connection, firings, scheduling, store, worker
 from scheduler_api.api import create_app
 from scheduler_api.redis_server import RedisServer
 from scheduler_api.triggers import Trigger
@@ -73,7 +73,7 @@ def test_api_scheduler_and_worker_with_credentials(
         assert c.get(f"/api/workspaces/{WS}/triggers").json()["count"] == 1
     assert admin.hlen(f"sa:ws:{WS}") == 1  # really written to the password-protected server
 
-    conn = store.connect(url, timeout=5)
+    conn = connection.connect(url, timeout=5)
     try:
         store.replace(conn, WS, [Trigger(cron="* * * * * *", url=receiver.url + "/hook", method="GET")], now=lambda: T)
         queue = Queue(settings.queue_name, connection=conn)
@@ -118,14 +118,14 @@ def test_rediss_url_is_accepted_and_uses_tls() -> None:
     url = "rediss://user:pw@cache.example.com:6380/0"
     settings = make_settings(url)
     assert settings.redis_url == url
-    client = store.connect(url, timeout=1)
+    client = connection.connect(url, timeout=1)
     try:
         assert client.connection_pool.connection_class is redis.SSLConnection
         assert client.connection_pool.connection_kwargs["username"] == "user"
         assert client.connection_pool.connection_kwargs["password"] == "pw"
     finally:
         client.close()
-    plain = store.connect("redis://127.0.0.1:6390/0")
+    plain = connection.connect("redis://127.0.0.1:6390/0")
     try:
         assert plain.connection_pool.connection_class is redis.Connection
     finally:

@@ -22,8 +22,8 @@ from redis import Redis
 from rq import Queue
 
 from scheduler_api import firings, keys, scheduling, store, worker
+from scheduler_api.connection import connect
 from scheduler_api.settings import Settings
-from scheduler_api.store import connect
 from scheduler_api.triggers import Trigger
 
 T = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a whole hour

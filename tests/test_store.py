@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from scheduler_api import cron, keys, store
+from scheduler_api import connection, cron, keys, store
 from scheduler_api.errors import StoreUnavailable
 from scheduler_api.redis_server import free_port
 from scheduler_api.triggers import Trigger
@@ -135,7 +135,7 @@ def test_concurrent_replaces_end_in_one_submitted_list(conn: Redis, redis_url: s
     def writer(n: int) -> None:
         try:
             start.wait()
-            with store.connect(redis_url, timeout=5) as c:
+            with connection.connect(redis_url, timeout=5) as c:
                 for _ in range(3):
                     store.replace(c, "ws", [make(u) for u in lists[n]])
         except BaseException as e:  # pragma: no cover - reported below
@@ -143,7 +143,7 @@ def test_concurrent_replaces_end_in_one_submitted_list(conn: Redis, redis_url: s
 
     def reader() -> None:
         try:
-            with store.connect(redis_url, timeout=5) as c:
+            with connection.connect(redis_url, timeout=5) as c:
                 start.wait()
                 while True:
                     finished = done.is_set()
@@ -175,7 +175,7 @@ def test_concurrent_replaces_end_in_one_submitted_list(conn: Redis, redis_url: s
 
 
 def test_unreachable_redis_raises_store_unavailable() -> None:
-    conn = store.connect(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    conn = connection.connect(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
     try:
         with pytest.raises(StoreUnavailable, match="unreachable"):
             store.replace(conn, "ws", [make("https://a.example/")])

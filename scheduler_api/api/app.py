@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scheduler_api import __version__, store
+from scheduler_api import __version__, connection, store
 from scheduler_api.api.controls import controls
 from scheduler_api.api.routes import api, router
 from scheduler_api.auth import ApiKey, authorize, parse_api_keys
@@ -207,7 +207,7 @@ def create_app(settings: Settings, *, redis_client: Redis | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = redis_client is None
-        app.state.redis = redis_client or store.connect(settings.redis_url, timeout=settings.redis_timeout_seconds)
+        app.state.redis = redis_client or connection.connect(settings.redis_url, timeout=settings.redis_timeout_seconds)
         try:
             yield
         finally:
