@@ -1,11 +1,12 @@
 """One delivery attempt: build the request, send it, and judge the outcome.
 
 What is sent: the trigger's method and url, its headers, `payload` as a JSON body for POST, PUT
-and PATCH (none for GET and DELETE), plus `User-Agent: scheduler-api/<version>`,
-`X-Scheduler-Workspace`, `X-Scheduler-Trigger` (the jobId), `X-Scheduler-Scheduled-At`
-(ISO 8601 UTC), `X-Scheduler-Attempt` (1 for the first try), `Idempotency-Key` (the firing id,
-the same for every attempt of one firing) and, with ``SIGNING_SECRETS`` set,
-`X-Scheduler-Signature` (scheduler_api.signing). Redirects are not followed.
+and PATCH (none for GET and DELETE), plus `User-Agent: scheduler-api/<version>` (in place of the
+trigger's own, if it has one), `X-Scheduler-Workspace`, `X-Scheduler-Trigger` (the jobId),
+`X-Scheduler-Scheduled-At` (ISO 8601 UTC), `X-Scheduler-Attempt` (1 for the first try),
+`Idempotency-Key` (the firing id, the same for every attempt of one firing) and, with
+``SIGNING_SECRETS`` set, `X-Scheduler-Signature` (scheduler_api.signing). Redirects are not
+followed.
 
 Outcome rules (`classify`):
 * a 2xx response is **delivered** - final;
@@ -70,13 +71,14 @@ class SendOptions:
 def build_request(trigger: StoredTrigger, firing: Firing, options: SendOptions) -> httpx.Request:
     """The request of one attempt (see the module docstring for what it carries).
 
+    A `User-Agent` among the trigger's headers is replaced by ours (one header line, not two).
     Raises UnicodeEncodeError for a header value that is not ASCII. The body is given as a
     ready stream, so httpx adds no headers of its own: the transport sets Host and
     Content-Length from the url and the bytes.
     """
     has_body = trigger.method in BODY_METHODS and trigger.payload is not None
     content = trigger.payload_json if has_body else b""
-    headers = [(k.encode("ascii"), v.encode("ascii")) for k, v in trigger.headers.items()]
+    headers = [(k.encode("ascii"), v.encode("ascii")) for k, v in trigger.headers.items() if k.lower() != "user-agent"]
     if has_body and not any(k.lower() == b"content-type" for k, _ in headers):
         headers.append((b"Content-Type", b"application/json"))
     headers += [

@@ -14,8 +14,10 @@ varies between requests:
 
 Failure rules: the whole exchange (connect, send, response head and the body read) is bounded by
 one total timeout; aiohttp's errors come out as httpx's exceptions (httpx-aiohttp's mapping),
-with the aiohttp error as `__cause__`. No cookie is kept or sent: deliveries of every workspace
-share the client, and a `Set-Cookie` from one target must never travel with another request.
+with the aiohttp error as `__cause__`. A compressed response body (aiohttp asks for gzip and
+deflate) is decompressed as it is read, so the record's excerpt is text. No cookie is kept or
+sent: deliveries of every workspace share the client, and a `Set-Cookie` from one target must
+never travel with another request.
 """
 
 from __future__ import annotations
@@ -100,7 +102,6 @@ class DeliveryTransport(AiohttpTransport):
                 headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
                 data=content or None,
                 allow_redirects=False,
-                auto_decompress=False,
                 compress=False,
                 timeout=self.timeout,
             ).__aenter__()

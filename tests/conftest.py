@@ -158,9 +158,10 @@ def client(settings: Settings) -> Iterator[TestClient]:
 class Received:
     method: str
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # repeated names merged (the last wins): see `header_lines`
     body: bytes
     at: float
+    header_lines: list[tuple[str, str]] = field(default_factory=list)  # every line, as sent
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -170,8 +171,9 @@ class Received:
 class Receiver:
     """A real HTTP server on 127.0.0.1 that records every request.
 
-    `responses[path]` is a list of (status, delay seconds[, extra response headers]) consumed one per
-    request to that path; when it is empty the answer is 200 at once.
+    `responses[path]` is a list of (status, delay seconds[, extra response headers[, body bytes]])
+    consumed one per request to that path; when it is empty the answer is 200 at once with the body
+    ``{"ok":true}``.
     """
 
     url: str
@@ -214,16 +216,15 @@ def receiver() -> Iterator[Receiver]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             with rec.lock:
-                rec.requests.append(
-                    Received(self.command, self.path, {k: v for k, v in self.headers.items()}, body, time.time())
-                )
+                lines = list(self.headers.items())
+                rec.requests.append(Received(self.command, self.path, dict(lines), body, time.time(), lines))
                 answers = rec.responses.get(self.path) or []
                 answer = answers.pop(0) if answers else (200, 0.0)
                 status, delay = answer[0], answer[1]
                 extra_headers: dict[str, str] = answer[2] if len(answer) > 2 else {}  # type: ignore[misc]
+                payload: bytes = answer[3] if len(answer) > 3 else b'{"ok":true}'  # type: ignore[misc]
             if delay:
                 time.sleep(delay)
-            payload = b'{"ok":true}'
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -9,6 +9,7 @@ fire a second time.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import threading
@@ -193,6 +194,34 @@ def test_methods_bodies_and_content_type(conn: Redis, settings: Settings, queue:
 
 
 # --- 2-4. retries and final outcomes -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["User-Agent", "user-agent"])
+def test_a_user_agent_of_the_trigger_is_replaced_by_ours(
+    conn: Redis, settings: Settings, queue: Queue, receiver: Receiver, name: str
+) -> None:
+    store.replace(conn, WS, [_trigger(receiver.url + "/ua", headers={name: "mine/1", "X-A": "1"})], now=lambda: T)
+    assert scheduling.tick(conn, queue, settings, now=T + 1.3).fired == 1
+    _deliver(conn, settings)
+    (r,) = receiver.to("/ua")
+    # One User-Agent line on the wire (with two, many servers would read the first).
+    assert [v for k, v in r.header_lines if k.lower() == "user-agent"] == [f"scheduler-api/{__version__}"]
+    assert _h(r)["x-a"] == "1"
+
+
+def test_a_compressed_response_is_recorded_as_text(
+    conn: Redis, settings: Settings, queue: Queue, receiver: Receiver
+) -> None:
+    text = '{"status":"accepted","detail":"' + "x" * 40 + '"}'
+    receiver.on("/gz", (200, 0, {"Content-Encoding": "gzip"}, gzip.compress(text.encode())))
+    store.replace(conn, WS, [_trigger(receiver.url + "/gz")], now=lambda: T)
+    assert scheduling.tick(conn, queue, settings, now=T + 1.3).fired == 1
+    _deliver(conn, settings)
+    (r,) = receiver.to("/gz")
+    assert "gzip" in _h(r)["accept-encoding"]
+    rec = _record(conn, "ws:0", T + 1)
+    assert rec is not None and rec["outcome"] == "delivered"
+    assert rec["attempts"][0]["body"] == text
 
 
 def test_two_failures_then_success_is_three_attempts_with_one_idempotency_key(
