@@ -67,6 +67,19 @@ def check_url(url: str) -> None:
         parse_sentinel_url(url)
 
 
+def redacted(url: str) -> str:
+    """`url` with the password of its credentials (if any) replaced by ``***``, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hosts}{slash}{tail}"
+
+
 def parse_sentinel_url(url: str) -> SentinelTarget:
     """The sentinels, service name and primary's options of a Sentinel URL (module docstring)."""
     parts = urlsplit(url)

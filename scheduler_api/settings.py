@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scheduler_api.errors import SettingsError
@@ -61,8 +61,9 @@ class Settings(BaseSettings):
     completed_keep_seconds: int = Field(86_400, ge=0)
     completed_keep_count: int = Field(100, ge=0)
     failed_keep_count: int = Field(1000, ge=0)
-    # Records of any outcome kept per workspace for GET .../deliveries (retention applies first).
-    history_max_per_workspace: int = Field(1000, ge=1)
+    # Records of any outcome (retrying ones included) kept per workspace, on top of the two keep
+    # counts above; at least their sum, so that it never cuts into what they promise to keep.
+    history_max_per_workspace: int = Field(2000, ge=1)
     # How much of a target's response body a record keeps.
     response_excerpt_bytes: int = Field(256, ge=0, le=65_536)
     # HMAC secrets for X-Scheduler-Signature: "current" or "current,next" while rotating.
@@ -90,6 +91,17 @@ class Settings(BaseSettings):
         from scheduler_api.connection import check_url
 
         check_url(value)  # the message never quotes the URL: it may hold a password
+        return value
+
+    @field_validator("history_max_per_workspace")
+    @classmethod
+    def _history_holds_the_keep_counts(cls, value: int, info: ValidationInfo) -> int:
+        kept = info.data.get("completed_keep_count", 0) + info.data.get("failed_keep_count", 0)
+        if value < kept:
+            raise ValueError(
+                f"must be at least COMPLETED_KEEP_COUNT + FAILED_KEEP_COUNT ({kept}), "
+                "or it would trim records those two keep"
+            )
         return value
 
     @field_validator("api_keys")
@@ -122,6 +134,17 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for err in e.errors():
             name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
-            shown = "<hidden>" if name in ("API_KEYS", "SECRETS_KEY", "SIGNING_SECRETS") else repr(err.get("input"))
+            shown = _shown(name, err.get("input"))
             problems.append(f"{name}: {err['msg']} (got {shown})")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from e
+
+
+def _shown(name: str, value: Any) -> str:
+    """How an invalid value appears in the error: secrets hidden, a Redis URL's password too."""
+    if name in ("API_KEYS", "SECRETS_KEY", "SIGNING_SECRETS"):
+        return "<hidden>"
+    if name == "REDIS_URL" and isinstance(value, str):
+        from scheduler_api.connection import redacted
+
+        return repr(redacted(value))
+    return repr(value)

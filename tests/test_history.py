@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue
 
-from scheduler_api import keys, scheduling, store, worker
+from scheduler_api import firings, keys, scheduling, store, worker
 from scheduler_api.cron import iso as _iso
 from scheduler_api.redis_server import free_port
 from scheduler_api.settings import Settings
@@ -238,15 +238,44 @@ def _counts(conn: Redis, ws: str) -> tuple[int, int]:
 
 
 def test_history_cap_is_per_workspace(client: TestClient, conn: Redis, redis_url: str, receiver: Receiver) -> None:
-    settings = make_settings(redis_url, history_max_per_workspace=3, worker_concurrency=5)
+    # The cap bounds what the two keep counts do not: records of firings still retrying.
+    settings = make_settings(
+        redis_url,
+        history_max_per_workspace=3,
+        completed_keep_count=1,
+        failed_keep_count=1,
+        delivery_backoff_seconds=10**9,  # the retries stay pending (ticks run at T, ahead of the clock)
+        worker_concurrency=5,
+    )
+    receiver.on("/a", *[(500, 0)] * 10)
+    receiver.on("/b", *[(500, 0)] * 10)
     store.replace(conn, "a", [Trigger(cron="* * * * * *", url=receiver.url + "/a", method="GET")], now=lambda: T)
     store.replace(conn, "b", [Trigger(cron="*/2 * * * * *", url=receiver.url + "/b", method="GET")], now=lambda: T)
     tick_and_deliver(conn, settings, *(T + k + 0.1 for k in range(1, 6)))
     assert len(receiver.to("/a")) == 5 and len(receiver.to("/b")) == 2
-    assert [r["scheduled_at"] for r in deliveries(client, ws="a")] == [_iso(T + k) for k in (5, 4, 3)]
+    a = deliveries(client, ws="a")
+    assert [(r["scheduled_at"], r["outcome"]) for r in a] == [(_iso(T + k), "retrying") for k in (5, 4, 3)]
     assert [r["scheduled_at"] for r in deliveries(client, ws="b")] == [_iso(T + 4), _iso(T + 2)]
     assert _counts(conn, "a") == (3, 3) and _counts(conn, "b") == (2, 2)  # no orphaned record
-    assert conn.zcard(keys.done("a")) == 3
+
+
+def test_default_retention_keeps_the_last_1000_failed_and_100_delivered(conn: Redis) -> None:
+    # Issue #3: "completed ones kept 24 h / last 100, failed ones last 1000", with the defaults.
+    retention = firings.Retention.from_settings(make_settings("redis://unused:6379/0"))
+    now = time.time()
+    outcomes = [
+        firings.Outcome("f", f"ws:{i % 7}@{_iso(T + i)}", f'{{"n":{i}}}', scheduled_at=T + i) for i in range(1200)
+    ]
+    outcomes += [
+        firings.Outcome("d", f"ws:{i % 7}@{_iso(T + 2000 + i)}", f'{{"n":{i}}}', scheduled_at=T + 2000 + i)
+        for i in range(150)
+    ]
+    for k in range(0, len(outcomes), 100):  # as workers flush them, a hundred at a time
+        firings.record(conn, "b", outcomes[k : k + 100], now=now + k / 1000, retention=retention, finished=False)
+    assert conn.zcard(keys.failed("ws")) == 1000
+    assert conn.zcard(keys.done("ws")) == 100
+    assert _counts(conn, "ws") == (1100, 1100)
+    assert conn.zscore(keys.failed("ws"), f"ws:{1199 % 7}@{_iso(T + 1199)}") is not None  # the newest kept
 
 
 def test_completed_and_failed_keep_counts_are_per_workspace(

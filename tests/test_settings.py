@@ -57,7 +57,9 @@ def test_defaults_are_the_originals(clean_env: Path) -> None:
     assert s.completed_keep_count == 100  # "(last 100)"
     assert s.failed_keep_count == 1000  # "(last 1000)"
     assert s.delivery_backoff_seconds > 0
-    assert s.scheduler_interval_seconds > 0
+    assert 0 < s.scheduler_interval_seconds <= 1  # issue #3: "default 1 s or less"
+    assert s.misfire_grace_seconds == 60  # issue #3
+    assert s.history_max_per_workspace >= s.completed_keep_count + s.failed_keep_count
     assert s.max_triggers_per_workspace >= 100
 
 
@@ -126,6 +128,7 @@ def test_dotenv_elsewhere_is_not_read(clean_env: Path, monkeypatch: pytest.Monke
         ("REDIS_URL", "http://localhost:6379"),
         ("MAX_TRIGGERS_PER_WORKSPACE", "0"),
         ("COMPLETED_KEEP_COUNT", "-5"),
+        ("HISTORY_MAX_PER_WORKSPACE", "1099"),  # below the default keep counts, 100 + 1000
     ],
 )
 def test_a_bad_value_names_the_variable(
@@ -137,6 +140,19 @@ def test_a_bad_value_names_the_variable(
     message = str(info.value)
     assert f"{name}:" in message
     assert value in message
+
+
+@pytest.mark.parametrize("url", ["http://user:hunter2@cache:6379/0", "redis+sentinel://:hunter2@s1,s2/svc/zero"])
+def test_a_bad_redis_url_is_named_without_its_password(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("REDIS_URL", url)
+    monkeypatch.setenv("API_KEYS", "k" * 40)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "REDIS_URL:" in message and ":***@" in message
+    assert "hunter2" not in message and "k" * 40 not in message
 
 
 def test_every_bad_variable_is_named(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
