@@ -8,10 +8,14 @@ firing JSON in ``sa:retries``. Every step here is one Lua script, so each is all
   read at to its next time *only if nobody else did* (compare-and-set on score and version), and
   add the firing to a batch. Two schedulers reading the same due entry: exactly one wins.
 * `move_retries` (scheduler): due retries go into a batch; ZREM decides who moved each one.
-* `claim_outbox` / `mark_pushed` (scheduler): a written batch is pushed to RQ at least once; a
-  scheduler that dies between writing and pushing leaves it in the outbox, pushed 30 s later.
-* `claim_lease` / `renew_lease` / `release` (worker) and `reap_leases` (scheduler): a batch whose
-  worker stopped renewing its lease (killed) goes back to the outbox with its undelivered firings.
+* `claim_outbox` (scheduler): a written batch stays in the outbox until a worker takes it: a
+  scheduler that dies between writing and pushing leaves it there, pushed 30 s later; one whose
+  RQ job ended without a worker taking it (the job failed before, a worker was killed between
+  taking the job and claiming the batch, the queue was emptied) is pushed again when the
+  scheduler finds that job gone (scheduler_api.scheduling.push_outbox).
+* `claim_lease` / `renew_lease` (worker; `record` lets go) and `reap_leases` (scheduler): claiming takes
+  the batch out of the outbox; a batch whose worker stopped renewing its lease (killed) goes back
+  to the outbox with its undelivered firings.
 * `record` (worker): outcomes of finished firings, retries to schedule, retention trimming (per
   workspace, see scheduler_api.history) and the metrics counters, in the same script.
 * `enqueue_manual` (API, "run now"): one firing outside the schedule, into the outbox.
@@ -128,7 +132,10 @@ return due
 """
 
 _CLAIM_LEASE = """
--- KEYS: leases, batch; ARGV: batch id, now, lease expiry
+-- KEYS: leases, batch, outbox, pushed; ARGV: batch id, now, lease expiry
+-- Whatever the answer, the job that asks has taken the batch off the outbox.
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if cur and tonumber(cur) > tonumber(ARGV[2]) then return -1 end
@@ -218,7 +225,7 @@ class Retention:
             settings.completed_keep_seconds,
             settings.completed_keep_count,
             settings.failed_keep_count,
-            settings.history_max_per_workspace,
+            settings.history_cap,
         )
 
     def args(self) -> list[int]:
@@ -324,7 +331,8 @@ def move_retries(conn: Redis, batch_id: str, *, now: float, limit: int) -> int:
 
 
 def claim_outbox(conn: Redis, *, now: float, retry_after: float, limit: int = 1000) -> list[str]:
-    """Batch ids due to be pushed to RQ; each comes due again after `retry_after` s unless marked."""
+    """Batch ids due to be pushed (or checked); each comes due again after `retry_after` s unless
+    a worker has claimed it by then."""
     ids = run_script(conn, _CLAIM_OUTBOX, [keys.OUTBOX], [repr(now), retry_after, limit])
     return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
@@ -335,7 +343,7 @@ def claim_lease(conn: Redis, batch_id: str, *, now: float, lease_seconds: float)
         run_script(
             conn,
             _CLAIM_LEASE,
-            [keys.LEASES, keys.batch(batch_id)],
+            [keys.LEASES, keys.batch(batch_id), keys.OUTBOX, keys.PUSHED],
             [batch_id, repr(now), repr(now + lease_seconds)],
         )
     )

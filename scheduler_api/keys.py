@@ -10,7 +10,10 @@ Triggers (written by the API, read by the scheduler and the workers):
 Firings (written by the scheduler and the workers):
   ``sa:batch:{id}``          hash: firing id -> firing JSON, the firings one RQ job carries;
                              a field is removed once its firing has an outcome
-  ``sa:outbox``              sorted set: batch ids written but not yet pushed to RQ
+  ``sa:outbox``              sorted set: batch ids written but not yet taken by a worker, by when
+                             the scheduler looks at them next (push, or check the pushed job)
+  ``sa:pushed``              hash: batch id -> id of the RQ job it was pushed in, until a worker
+                             takes the batch (claims its lease)
   ``sa:leases``              sorted set: batch id -> when its worker's lease runs out
   ``sa:retries``             sorted set: firing id -> when its next attempt is due
   ``sa:retry-data``          hash: firing id -> firing JSON for that attempt
@@ -27,6 +30,7 @@ from __future__ import annotations
 PREFIX = "sa:"
 SCHEDULE = PREFIX + "schedule"
 OUTBOX = PREFIX + "outbox"
+PUSHED = PREFIX + "pushed"
 LEASES = PREFIX + "leases"
 RETRIES = PREFIX + "retries"
 RETRY_DATA = PREFIX + "retry-data"

@@ -72,6 +72,7 @@ class RedisCollector(Collector):
             pipe.hgetall(keys.metric_histogram(name))
         pipe.llen(f"rq:queue:{self.queue_name}")
         pipe.zcard(keys.OUTBOX)
+        pipe.hlen(keys.PUSHED)  # in the outbox until a worker claims them, but already in RQ's queue
         pipe.zcard(keys.RETRIES)
         results = pipe.execute()
         counters = {k.decode(): int(float(v)) for k, v in results[0].items()}
@@ -89,9 +90,9 @@ class RedisCollector(Collector):
         for (name, (buckets, doc)), raw in zip(HISTOGRAMS.items(), results[1 : 1 + len(HISTOGRAMS)], strict=True):
             yield _histogram(f"scheduler_{name}", doc, buckets, {k.decode(): float(v) for k, v in raw.items()})
         depth = GaugeMetricFamily("scheduler_queue_depth", "Work waiting.", labels=["where"])
-        queued, outbox, retries = results[1 + len(HISTOGRAMS) :]
+        queued, outbox, pushed, retries = results[1 + len(HISTOGRAMS) :]
         depth.add_metric(["rq_queue"], queued)
-        depth.add_metric(["outbox"], outbox)
+        depth.add_metric(["outbox"], max(outbox - pushed, 0))
         depth.add_metric(["retries"], retries)
         yield depth
 

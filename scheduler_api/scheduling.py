@@ -38,6 +38,7 @@ from typing import Any
 import redis
 from redis import Redis
 from rq import Queue
+from rq.job import Job
 from rq_scheduler import Scheduler
 
 from scheduler_api import cron as cronlib
@@ -206,28 +207,68 @@ def batch_job_timeout(settings: Settings) -> int:
 
 
 def push_outbox(conn: Redis, queue: Queue, settings: Settings, *, now: float) -> int:
-    """Push every batch waiting in the outbox to RQ (one job each, atomically with its removal)."""
+    """Push the batches waiting in the outbox to RQ, one job each; return how many were pushed.
+
+    A batch stays in the outbox until a worker claims it (scheduler_api.firings), and comes due
+    here again every `OUTBOX_RETRY_SECONDS`. One already pushed is pushed again unless its RQ job
+    is still queued (so: failed, removed, or started without claiming the batch): a batch is never
+    left to an RQ job that will not deliver it. Pushing twice is harmless: the second job finds the
+    batch claimed or done.
+    """
     pushed = 0
     while True:
         batch_ids = firings.claim_outbox(conn, now=now, retry_after=OUTBOX_RETRY_SECONDS)
         if not batch_ids:
             return pushed
-        with conn.pipeline(transaction=True) as pipe:
-            for bid in batch_ids:
-                queue.enqueue_call(
-                    "scheduler_api.delivery.run_batch",
-                    args=(bid,),
-                    timeout=batch_job_timeout(settings),
-                    result_ttl=0,
-                    failure_ttl=settings.completed_keep_seconds or 86_400,
-                    description=f"deliver batch {bid}",
-                    pipeline=pipe,
-                )
-                pipe.zrem(keys.OUTBOX, bid)
-            pipe.execute()
-        pushed += len(batch_ids)
+        to_push = _needing_a_job(conn, batch_ids)
+        if to_push:
+            with conn.pipeline(transaction=True) as pipe:
+                for bid in to_push:
+                    job = queue.enqueue_call(
+                        "scheduler_api.delivery.run_batch",
+                        args=(bid,),
+                        timeout=batch_job_timeout(settings),
+                        result_ttl=0,
+                        failure_ttl=settings.completed_keep_seconds or 86_400,
+                        description=f"deliver batch {bid}",
+                        pipeline=pipe,
+                    )
+                    pipe.hset(keys.PUSHED, bid, job.id)
+                pipe.execute()
+        pushed += len(to_push)
         if len(batch_ids) < 1000:
             return pushed
+
+
+def _needing_a_job(conn: Redis, batch_ids: list[str]) -> list[str]:
+    """Of `batch_ids` (due in the outbox), those with no RQ job that may still deliver them."""
+    job_ids: list[bytes | None] = conn.hmget(keys.PUSHED, batch_ids)  # type: ignore[assignment]
+    pushed = [(bid, jid.decode()) for bid, jid in zip(batch_ids, job_ids, strict=True) if jid is not None]
+    if not pushed:
+        return batch_ids
+    pipe = conn.pipeline(transaction=False)
+    for _, jid in pushed:
+        pipe.hget(Job.key_for(jid), "status")
+    statuses = dict(zip((bid for bid, _ in pushed), pipe.execute(), strict=True))
+    out = []
+    for bid in batch_ids:
+        if bid not in statuses:
+            out.append(bid)
+            continue
+        status = statuses[bid]
+        if status == b"queued":
+            continue  # still waiting for a free worker: checked again later
+        # Failed, stopped, gone, or started and still not claimed (claiming is the job's first
+        # step, so its worker died in between; if it was only just started, the second job finds
+        # the batch claimed).
+        log.warning(
+            "batch %s: its RQ job %s is %s without having taken the batch; pushing it again",
+            bid,
+            dict(pushed)[bid],
+            (status or b"gone").decode(),
+        )
+        out.append(bid)
+    return out
 
 
 class TriggerScheduler(Scheduler):  # type: ignore[misc]

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from scheduler_api.errors import SettingsError
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+HISTORY_ROOM_FOR_RETRYING = 900  # records of firings still retrying, beyond the two keep counts
 
 
 class Settings(BaseSettings):
@@ -61,9 +62,10 @@ class Settings(BaseSettings):
     completed_keep_seconds: int = Field(86_400, ge=0)
     completed_keep_count: int = Field(100, ge=0)
     failed_keep_count: int = Field(1000, ge=0)
-    # Records of any outcome (retrying ones included) kept per workspace, on top of the two keep
-    # counts above; at least their sum, so that it never cuts into what they promise to keep.
-    history_max_per_workspace: int = Field(2000, ge=1)
+    # Records of any outcome (retrying ones included) kept per workspace: at least the two keep
+    # counts above together, so that it never cuts into what they keep. Unset: their sum + 900
+    # (2000 with the defaults); see `history_cap`.
+    history_max_per_workspace: int | None = Field(None, ge=1)
     # How much of a target's response body a record keeps.
     response_excerpt_bytes: int = Field(256, ge=0, le=65_536)
     # HMAC secrets for X-Scheduler-Signature: "current" or "current,next" while rotating.
@@ -93,11 +95,18 @@ class Settings(BaseSettings):
         check_url(value)  # the message never quotes the URL: it may hold a password
         return value
 
+    @property
+    def history_cap(self) -> int:
+        """Records of one workspace kept in all (`HISTORY_MAX_PER_WORKSPACE`, or its default)."""
+        if self.history_max_per_workspace is not None:
+            return self.history_max_per_workspace
+        return self.completed_keep_count + self.failed_keep_count + HISTORY_ROOM_FOR_RETRYING
+
     @field_validator("history_max_per_workspace")
     @classmethod
-    def _history_holds_the_keep_counts(cls, value: int, info: ValidationInfo) -> int:
+    def _history_holds_the_keep_counts(cls, value: int | None, info: ValidationInfo) -> int | None:
         kept = info.data.get("completed_keep_count", 0) + info.data.get("failed_keep_count", 0)
-        if value < kept:
+        if value is not None and value < kept:
             raise ValueError(
                 f"must be at least COMPLETED_KEEP_COUNT + FAILED_KEEP_COUNT ({kept}), "
                 "or it would trim records those two keep"

@@ -19,10 +19,11 @@ from conftest import headers_of as _h
 from conftest import iso_second as _iso
 from conftest import make_engine_settings as _settings
 from redis import Redis
-from rq import Queue
+from rq import Queue, SimpleWorker
 
-from scheduler_api import firings, keys, scheduling, store, worker
+from scheduler_api import delivery, firings, keys, scheduling, store, worker
 from scheduler_api.connection import connect
+from scheduler_api.errors import SettingsError
 from scheduler_api.settings import Settings
 from scheduler_api.triggers import Trigger
 
@@ -298,7 +299,7 @@ def test_a_scheduler_that_read_a_due_entry_late_commits_nothing(
     assert scheduling.tick(conn, queue, settings, now=T + 1.5).fired == 10  # A wins
     assert firings.commit_due(conn, "loser", stale, now=T + 1.5, retention=RETENTION) == (0, 0)
     assert not conn.exists(keys.batch("loser"))
-    assert conn.zcard(keys.OUTBOX) == 0
+    assert conn.zscore(keys.OUTBOX, "loser") is None
 
     late = T + 3 * 3600 + 600  # the hourly trigger is 10 min late: missed
     stale_missed = [p for p in plans_read_at(late) if p.job_id == "h:0"]
@@ -364,3 +365,59 @@ def test_two_thousand_triggers_due_at_the_same_second(
     assert sum(received.values()) <= n + 50
     assert conn.zcard(keys.SCHEDULE) == n
     assert {s for _, s in conn.zrange(keys.SCHEDULE, 0, -1, withscores=True)} == {T + 120}
+
+
+# --- a batch is never left to an RQ job that will not deliver it ----------------------------------
+
+ONCE = "1 0 8 15 1 *"  # T + 1 only (2027-01-15T08:00:01Z)
+
+
+def test_a_batch_whose_rq_job_vanished_is_pushed_again(
+    conn: Redis, settings: Settings, queue: Queue, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.replace(conn, WS, [_trigger(receiver.url + "/v", ONCE)], now=lambda: T)
+    assert scheduling.tick(conn, queue, settings, now=T + 1.3).pushed == 1
+    queue.empty()  # the job is gone before any worker took it (an operator, a lost Redis write...)
+    assert scheduling.tick(conn, queue, settings, now=T + 20).pushed == 0  # not checked before 30 s
+    with caplog.at_level("WARNING", logger="scheduler_api.scheduler"):
+        assert scheduling.tick(conn, queue, settings, now=T + 32).pushed == 1
+    assert "pushing it again" in caplog.text
+    _deliver(conn, settings)
+    assert _scheduled(receiver) == [_iso(T + 1)]
+    assert conn.zcard(keys.OUTBOX) == 0 and conn.hlen(keys.PUSHED) == 0 and not conn.keys(keys.BATCH_PREFIX + "*")
+
+
+def test_a_batch_whose_rq_job_failed_before_taking_it_is_pushed_again(
+    conn: Redis, settings: Settings, queue: Queue, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the plain `rq worker`, a job that fails before claiming its batch (here: the worker's
+    settings do not load) leaves the firing to the scheduler, which pushes it again."""
+    store.replace(conn, WS, [_trigger(receiver.url + "/f", ONCE)], now=lambda: T)
+    assert scheduling.tick(conn, queue, settings, now=T + 1.3).pushed == 1
+
+    def broken() -> Settings:
+        raise SettingsError("invalid settings: DELIVERY_TIMEOUT_SECONDS: ...")
+
+    monkeypatch.setattr(delivery, "load_settings", broken)
+    SimpleWorker([queue], connection=conn).work(burst=True)
+    assert receiver.requests == [] and len(queue.failed_job_registry) == 1
+    monkeypatch.undo()
+
+    assert scheduling.tick(conn, queue, settings, now=T + 32).pushed == 1
+    _deliver(conn, settings)
+    assert _scheduled(receiver) == [_iso(T + 1)]
+    rec = firings.get_record(conn, f"ws:0@{_iso(T + 1)}")
+    assert rec is not None and rec["outcome"] == "delivered"
+
+
+def test_a_batch_still_queued_behind_others_is_not_pushed_twice(
+    conn: Redis, settings: Settings, queue: Queue, receiver: Receiver
+) -> None:
+    store.replace(conn, WS, [_trigger(receiver.url + "/q", ONCE)], now=lambda: T)
+    assert scheduling.tick(conn, queue, settings, now=T + 1.3).pushed == 1
+    for now in (T + 32, T + 63, T + 94):  # no worker for a while: the job waits in RQ's queue
+        assert scheduling.tick(conn, queue, settings, now=now).pushed == 0
+    assert queue.count == 1
+    _deliver(conn, settings)
+    assert _scheduled(receiver) == [_iso(T + 1)]
+    assert conn.zcard(keys.OUTBOX) == 0 and conn.hlen(keys.PUSHED) == 0

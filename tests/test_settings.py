@@ -59,7 +59,7 @@ def test_defaults_are_the_originals(clean_env: Path) -> None:
     assert s.delivery_backoff_seconds > 0
     assert 0 < s.scheduler_interval_seconds <= 1  # issue #3: "default 1 s or less"
     assert s.misfire_grace_seconds == 60  # issue #3
-    assert s.history_max_per_workspace >= s.completed_keep_count + s.failed_keep_count
+    assert s.history_cap == 2000 and load_settings(completed_keep_count=5000).history_cap == 6900
     assert s.max_triggers_per_workspace >= 100
 
 
