@@ -19,6 +19,8 @@ firing JSON in ``sa:retries``. Every step here is one Lua script, so each is all
 * `record` (worker): outcomes of finished firings, retries to schedule, retention trimming (per
   workspace, see scheduler_api.history) and the metrics counters, in the same script.
 * `enqueue_manual` (API, "run now"): one firing outside the schedule, into the outbox.
+* `sweep` (scheduler): retention of workspaces that get no new records, and the end of the
+  history of a workspace without triggers.
 """
 
 from __future__ import annotations
@@ -101,6 +103,31 @@ for ws, _ in pairs(touched) do
   trim(ARGV[3], ws, now, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
 end
 return {won, missed}
+"""
+)
+
+_SWEEP = (
+    _TRIM
+    + """
+-- ARGV: now, prefix, keep seconds, keep done, keep failed, keep history, then workspace ids
+local now, P, keep_seconds = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local dropped = 0
+for i = 7, #ARGV do
+  local ws = ARGV[i]
+  trim(P, ws, now, keep_seconds, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
+  if redis.call('EXISTS', P .. 'ws:' .. ws) == 0 then
+    local newest = -1
+    for _, k in ipairs({P .. 'done:' .. ws, P .. 'failed:' .. ws}) do
+      local top = redis.call('ZREVRANGE', k, 0, 0, 'WITHSCORES')
+      if top[2] and tonumber(top[2]) > newest then newest = tonumber(top[2]) end
+    end
+    if newest <= now - keep_seconds then
+      redis.call('DEL', P .. 'rec:' .. ws, P .. 'hist:' .. ws, P .. 'done:' .. ws, P .. 'failed:' .. ws)
+      dropped = dropped + 1
+    end
+  end
+end
+return dropped
 """
 )
 
@@ -317,6 +344,21 @@ def enqueue_manual(conn: Redis, batch_id: str, firing: Firing, *, now: float) ->
         pipe.zadd(keys.OUTBOX, {batch_id: now})
         pipe.hincrby(keys.METRICS, "enqueued", 1)
         pipe.execute()
+
+
+def sweep(conn: Redis, workspace_ids: Sequence[str], *, now: float, retention: Retention) -> int:
+    """Apply retention to workspaces whether or not they get new records; return how many whole
+    histories were dropped.
+
+    Records are trimmed when a workspace gets a new one, so a quiet workspace would keep delivered
+    records past `COMPLETED_KEEP_SECONDS`, and one with no trigger left would keep its history
+    for ever: the scheduler sweeps every workspace with a history (scheduler_api.scheduling).
+    A workspace with no trigger loses its whole history (failed records included) once its newest
+    finished record is `COMPLETED_KEEP_SECONDS` old.
+    """
+    if not workspace_ids:
+        return 0
+    return int(run_script(conn, _SWEEP, [], [repr(now), keys.PREFIX, *retention.args(), *workspace_ids]))
 
 
 def move_retries(conn: Redis, batch_id: str, *, now: float, limit: int) -> int:

@@ -63,8 +63,11 @@ def records(workspace_id: str) -> str:
     return f"{PREFIX}rec:{workspace_id}"
 
 
+HISTORY_PREFIX = PREFIX + "hist:"
+
+
 def history(workspace_id: str) -> str:
-    return f"{PREFIX}hist:{workspace_id}"
+    return HISTORY_PREFIX + workspace_id
 
 
 def done(workspace_id: str) -> str:

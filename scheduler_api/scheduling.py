@@ -18,7 +18,8 @@ because rq-scheduler's own one, as measured in issue #3:
     one is later than that, it is recorded as ``missed`` and logged, and nothing fires.
 
 Between ticks the scheduler parses the definitions due within `PREFETCH_SECONDS`
-(scheduler_api.prefetch), stopping in time for the next tick.
+(scheduler_api.prefetch), stopping in time for the next tick, and applies retention to the
+workspaces that get no new records (`sweep_step`: every minute, a few hundred keys per poll).
 
 Failure rules: a Redis error in a tick is logged and the tick is retried on the next poll; no
 schedule entry is advanced unless its firing was written in the same script, and a written batch
@@ -52,6 +53,8 @@ log = logging.getLogger("scheduler_api.scheduler")
 READ_CHUNK = 5000
 PREFETCH_MARGIN_SECONDS = 0.05  # a prefetch pass stops this long before the next tick
 OUTBOX_RETRY_SECONDS = 30.0
+RETENTION_SWEEP_SECONDS = 60.0  # a sweep over every workspace's history starts this often
+SWEEP_SCAN_COUNT = 500  # keys looked at per sweep step (one step per poll, between ticks)
 
 
 @dataclass
@@ -271,6 +274,17 @@ def _needing_a_job(conn: Redis, batch_ids: list[str]) -> list[str]:
     return out
 
 
+def sweep_step(conn: Redis, settings: Settings, *, now: float, cursor: int = 0) -> tuple[int, int]:
+    """One step of the retention sweep (scheduler_api.firings.sweep) over the workspaces with a
+    history; return (the cursor of the next step, 0 when the sweep is complete; histories dropped)."""
+    cursor, found = conn.scan(cursor, match=keys.HISTORY_PREFIX + "*", count=SWEEP_SCAN_COUNT)
+    n = len(keys.HISTORY_PREFIX)
+    workspace_ids = [(k.decode() if isinstance(k, bytes) else k)[n:] for k in found]
+    retention = firings.Retention.from_settings(settings)
+    dropped = firings.sweep(conn, workspace_ids, now=now, retention=retention) if workspace_ids else 0
+    return int(cursor), dropped
+
+
 class TriggerScheduler(Scheduler):  # type: ignore[misc]
     """rq-scheduler's Scheduler with our schedule key and our move step (see module docstring)."""
 
@@ -289,6 +303,8 @@ class TriggerScheduler(Scheduler):  # type: ignore[misc]
         self.clock = clock
         self.stopping = False
         self.next_tick = 0.0
+        self.next_sweep = 0.0  # the retention sweep: one step per poll while one is under way
+        self.sweep_cursor = 0
         # Between ticks: parse the definitions (and cron expressions) of entries due soon.
         self.prefetcher = Prefetcher(
             connection,
@@ -336,6 +352,22 @@ class TriggerScheduler(Scheduler):  # type: ignore[misc]
             )
         return result
 
+    def sweep_retention(self) -> None:
+        """One step of the retention sweep when one is due; a sweep over every workspace starts
+        every `RETENTION_SWEEP_SECONDS`. A Redis error is logged; the step runs again later."""
+        now = self.clock()
+        if now < self.next_sweep:
+            return
+        try:
+            self.sweep_cursor, dropped = sweep_step(self.connection, self.settings, now=now, cursor=self.sweep_cursor)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            log.error("retention sweep skipped, Redis unreachable: %s", e)
+            return
+        if dropped:
+            log.info("retention: dropped the history of %d workspace(s) without triggers", dropped)
+        if self.sweep_cursor == 0:
+            self.next_sweep = now + RETENTION_SWEEP_SECONDS
+
     def _install_signal_handlers(self) -> None:
         import signal
 
@@ -357,6 +389,7 @@ class TriggerScheduler(Scheduler):  # type: ignore[misc]
                 except (redis.ConnectionError, redis.TimeoutError) as e:
                     log.error("heartbeat failed, Redis unreachable: %s", e)
                 self.enqueue_jobs()
+                self.sweep_retention()
                 if burst:
                     break
                 # Sleep to the next multiple of the interval on the wall clock (+1 ms): due times are

@@ -354,3 +354,93 @@ def test_response_body_is_cut_to_the_excerpt_size(
     [rec] = deliveries(client)
     assert rec["outcome"] == "delivered"
     assert rec["attempts"][0]["body"] == body
+
+
+# --- retention of workspaces that get no new records ------------------------------------------------
+
+ONCE = "1 0 8 15 1 *"  # T + 1 only
+
+
+def _sweep(conn: Redis, settings: Settings, now: float) -> int:
+    """A whole retention sweep, step by step as the scheduler runs it; histories dropped."""
+    cursor, dropped = scheduling.sweep_step(conn, settings, now=now)
+    while cursor:
+        cursor, more = scheduling.sweep_step(conn, settings, now=now, cursor=cursor)
+        dropped += more
+    return dropped
+
+
+def _fire_once(conn: Redis, settings: Settings, ws: str, receiver: Receiver) -> None:
+    receiver.on(f"/{ws}/bad", (500, 0))
+    triggers = [
+        Trigger(cron=ONCE, url=f"{receiver.url}/{ws}/ok", method="GET"),
+        Trigger(cron=ONCE, url=f"{receiver.url}/{ws}/bad", method="GET"),
+    ]
+    store.replace(conn, ws, triggers, now=lambda: T)
+    tick_and_deliver(conn, settings, T + 1.5)
+
+
+def test_a_quiet_workspace_loses_delivered_records_after_the_keep_time(
+    client: TestClient, conn: Redis, redis_url: str, receiver: Receiver
+) -> None:
+    settings = make_settings(redis_url, completed_keep_seconds=3600, delivery_max_retries=0)
+    _fire_once(conn, settings, "quiet", receiver)  # then nothing more: its triggers fire next year
+    assert sorted(r["outcome"] for r in deliveries(client, ws="quiet")) == ["delivered", "failed"]
+
+    assert _sweep(conn, settings, time.time() + 60) == 0
+    assert sorted(r["outcome"] for r in deliveries(client, ws="quiet")) == ["delivered", "failed"]
+    # An hour later the delivered record goes, though the workspace got no record since; the failed
+    # one stays (failed records are kept by count only, as in the original).
+    assert _sweep(conn, settings, time.time() + 3601) == 0
+    assert [r["outcome"] for r in deliveries(client, ws="quiet")] == ["failed"]
+    assert _counts(conn, "quiet") == (1, 1)
+
+
+def test_a_workspace_without_triggers_loses_its_whole_history_after_the_keep_time(
+    client: TestClient, conn: Redis, redis_url: str, receiver: Receiver
+) -> None:
+    settings = make_settings(redis_url, completed_keep_seconds=3600, delivery_max_retries=0)
+    _fire_once(conn, settings, "gone", receiver)
+    _fire_once(conn, settings, "kept", receiver)
+    assert client.delete("/api/workspaces/gone/triggers").status_code == 200
+
+    # Its history stays readable for the keep time after its last record...
+    assert _sweep(conn, settings, time.time() + 60) == 0
+    assert sorted(r["outcome"] for r in deliveries(client, ws="gone")) == ["delivered", "failed"]
+    # ...then all of it goes, failed records too; a workspace with triggers keeps its failed ones.
+    assert _sweep(conn, settings, time.time() + 3601) == 1
+    assert deliveries(client, ws="gone") == []
+    assert not conn.exists(keys.records("gone"), keys.history("gone"), keys.done("gone"), keys.failed("gone"))
+    assert [r["outcome"] for r in deliveries(client, ws="kept")] == ["failed"]
+
+
+def test_redis_does_not_grow_as_workspaces_come_and_go(
+    client: TestClient, conn: Redis, redis_url: str, receiver: Receiver
+) -> None:
+    settings = make_settings(redis_url, completed_keep_seconds=3600, delivery_max_retries=0)
+
+    def workspace_keys() -> set[str]:
+        return {
+            k.decode()
+            for k in conn.scan_iter("sa:*")
+            if k.decode().split(":")[1] in ("ws", "rec", "hist", "done", "failed")
+        }
+
+    for i in range(10):  # at most one workspace with triggers at any time
+        _fire_once(conn, settings, f"tenant-{i}", receiver)
+        assert client.delete(f"/api/workspaces/tenant-{i}/triggers").status_code == 200
+    assert len(receiver.requests) == 20
+    assert len(workspace_keys()) == 10 * 4  # each history, kept for the keep time
+    assert _sweep(conn, settings, time.time() + 3601) == 10
+    assert workspace_keys() == set()
+
+
+def test_the_scheduler_process_loop_runs_the_sweep(
+    client: TestClient, conn: Redis, redis_url: str, receiver: Receiver
+) -> None:
+    settings = make_settings(redis_url, completed_keep_seconds=3600, delivery_max_retries=0)
+    _fire_once(conn, settings, "gone", receiver)
+    store.delete(conn, "gone")
+    later = time.time() + 3601
+    scheduling.TriggerScheduler(settings, connection=conn, clock=lambda: later).run(burst=True)
+    assert deliveries(client, ws="gone") == []
