@@ -8,8 +8,10 @@ sends and how its outcome is judged (delivered, retried, failed, blocked) is in
 
 Rules of the batch:
 * a firing whose trigger was removed or replaced since it was scheduled is **dropped** unsent:
-  a replace or delete takes effect for every firing not yet started (a batch being delivered
-  reads the definitions again every 0.25 s for its firings still waiting for a free slot);
+  a replace or delete takes effect for every firing not yet started. A batch being delivered
+  reads the definitions again, for its firings still waiting for a free slot, as soon as the
+  worker hears of a change (scheduler_api.changes, about a millisecond after the API's answer)
+  and in any case every 0.25 s;
 * at most `WORKER_CONCURRENCY` requests are in flight; the client connects only to addresses the
   SSRF guard allows (scheduler_api.ssrf), checked after DNS resolution;
 * outcomes are written every 0.25 s and when the batch ends. A worker that dies mid-batch stops
@@ -32,7 +34,8 @@ import aiohttp
 from redis import Redis
 
 from scheduler_api import cron as cronlib
-from scheduler_api import firings, metrics, sending
+from scheduler_api import firings, keys, metrics, sending
+from scheduler_api.changes import ChangeWatch
 from scheduler_api.firings import Firing, Outcome, Retention
 from scheduler_api.secrets import HeaderCipher, SecretsError, open_headers
 from scheduler_api.sending import Attempt, SendOptions, classify, send
@@ -70,6 +73,7 @@ class DeliveryRuntime:
         self.loop = new_event_loop()
         self.stopping = False
         self.busy = False  # a batch is being delivered (prefetching waits)
+        self.changes: ChangeWatch | None = None  # set by `scheduler-api worker`
         self._client: DeliveryClient | None = None
 
     def client(self) -> DeliveryClient:
@@ -117,6 +121,7 @@ class DeliveryRuntime:
         if claim != 1:
             log.info("batch %s: %s", batch_id, "already done" if claim == 0 else "held by another worker")
             return {"delivered": 0, "failed": 0, "blocked": 0, "retrying": 0, "dropped": 0}
+        seen = self.changes_seen()
         batch = firings.load_batch(conn, batch_id)
         defs = load_definitions(conn, sorted({f.job_id for f in batch}))
         work: list[tuple[Firing, StoredTrigger]] = []
@@ -137,10 +142,18 @@ class DeliveryRuntime:
                 dropped.append(classify(f, trigger, failed, settings, now=time.time()))
                 continue
             work.append((f, trigger))
-        return self.loop.run_until_complete(self._deliver(conn, batch_id, work, dropped))
+        return self.loop.run_until_complete(self._deliver(conn, batch_id, work, dropped, seen))
+
+    def changes_seen(self) -> int:
+        return self.changes.generation if self.changes is not None else 0
 
     async def _deliver(
-        self, conn: Redis, batch_id: str, work: list[tuple[Firing, StoredTrigger]], dropped: list[Outcome]
+        self,
+        conn: Redis,
+        batch_id: str,
+        work: list[tuple[Firing, StoredTrigger]],
+        dropped: list[Outcome],
+        seen: int,
     ) -> dict[str, int]:
         settings = self.settings
         client = self.client()
@@ -204,26 +217,44 @@ class DeliveryRuntime:
 
         # `WORKER_CONCURRENCY` lanes take the firings in order, one request each at a time.
         # Firings not taken yet have not started: a replace or delete made meanwhile must drop them
-        # too, so definitions are read again when the last read is FLUSH_EVERY_SECONDS old.
-        current: dict[str, StoredTrigger] | None = None
+        # too. `current` holds the definitions as last read; those of a workspace are read again
+        # as soon as a change to it is heard of, and all of them when the last full read is
+        # FLUSH_EVERY_SECONDS old (or when changes may have been missed).
+        current: dict[str, StoredTrigger] = {f.job_id: t for f, t in work}
         checked = time.monotonic()
         taken = 0
 
+        def reread(job_ids: set[str]) -> None:
+            latest = load_definitions(conn, sorted(job_ids))
+            for jid in job_ids:
+                if jid in latest:
+                    current[jid] = latest[jid]
+                else:
+                    current.pop(jid, None)
+
         async def lane() -> None:
-            nonlocal current, checked, taken
+            nonlocal checked, taken, seen
             while taken < len(work) and not self.stopping:
                 firing, trigger = work[taken]
                 taken += 1
                 if time.monotonic() - checked >= FLUSH_EVERY_SECONDS:
-                    current = load_definitions(conn, sorted({f.job_id for f, _ in work[taken - 1 :]}))
+                    seen = self.changes_seen()
+                    reread({f.job_id for f, _ in work[taken - 1 :]})
                     checked = time.monotonic()
-                if current is not None:
-                    latest = current.get(firing.job_id)
-                    if latest is None or latest.version != firing.version:
-                        log.info("firing %s dropped: its trigger was removed or replaced", firing.id)
-                        pending.append(Outcome("x", firing.id))
-                        counts["dropped"] += 1
-                        continue
+                elif self.changes is not None and self.changes.generation != seen:
+                    changed, seen = self.changes.changed_since(seen)
+                    waiting = {f.job_id for f, _ in work[taken - 1 :]}
+                    if changed is None:
+                        reread(waiting)
+                        checked = time.monotonic()
+                    else:
+                        reread({jid for jid in waiting if keys.split_job_id(jid)[0] in changed})
+                latest = current.get(firing.job_id)
+                if latest is None or latest.version != firing.version:
+                    log.info("firing %s dropped: its trigger was removed or replaced", firing.id)
+                    pending.append(Outcome("x", firing.id))
+                    counts["dropped"] += 1
+                    continue
                 await one(firing, trigger)
 
         keeper_task = asyncio.create_task(keeper())

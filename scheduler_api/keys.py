@@ -21,6 +21,9 @@ Firings (written by the scheduler and the workers):
   ``sa:hist:{ws}``           sorted set: firing id by scheduled time, the history's order and cap
   ``sa:done:{ws}`` / ``sa:failed:{ws}``  firing ids by finish time, trimmed by retention
 
+Changes (pub/sub channel, scheduler_api.changes):
+  ``sa:changed``             one message per replace or delete, the workspace's jobId prefix
+
 Metrics (scheduler_api.metrics):
   ``sa:metrics``             hash of counters; ``sa:metrics:{histogram}`` hash of bucket counts
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 PREFIX = "sa:"
 SCHEDULE = PREFIX + "schedule"
 OUTBOX = PREFIX + "outbox"
+CHANGED = PREFIX + "changed"
 PUSHED = PREFIX + "pushed"
 LEASES = PREFIX + "leases"
 RETRIES = PREFIX + "retries"

@@ -41,6 +41,7 @@ for i = 0, n - 1 do
   redis.call('HSET', KEYS[1], idx, ARGV[4 + i * 3])
   redis.call('ZADD', KEYS[2], ARGV[5 + i * 3], ARGV[1] .. idx)
 end
+redis.call('PUBLISH', ARGV[3 + n * 3], ARGV[1])  -- workers drop queued firings at once (changes.py)
 return #old
 """
 
@@ -189,6 +190,7 @@ def replace(
     args: list[Any] = [keys.job_id(workspace_id, ""), len(stored)]
     for s in stored:
         args += [s.index, s.to_json(), repr(s.next_run_at)]
+    args.append(keys.CHANGED)
     with redis_errors():
         removed = run_script(conn, _REPLACE, [keys.workspace(workspace_id), keys.SCHEDULE], args)
     return int(removed), stored

@@ -10,7 +10,9 @@ outcomes are written and the firings not started go back to the outbox for anoth
 A second signal is rq's cold shutdown.
 
 While idle (between jobs) a thread parses the triggers due within `PREFETCH_SECONDS`
-(scheduler_api.prefetch); it waits whenever a batch is being delivered.
+(scheduler_api.prefetch); it waits whenever a batch is being delivered. Another thread listens
+for trigger changes (scheduler_api.changes), so a running batch drops the firings of a trigger
+replaced or deleted meanwhile before starting them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 
 from scheduler_api import delivery
+from scheduler_api.changes import ChangeWatch
 from scheduler_api.prefetch import Prefetcher, run_in_thread
 from scheduler_api.settings import Settings
 
@@ -68,6 +71,7 @@ def run_worker(
     runtime.client()  # import and build the HTTP client now, not in the first firing's time
     worker = DeliveryWorker([Queue(settings.queue_name, connection=conn)], connection=conn)
     worker.runtime = runtime
+    runtime.changes = ChangeWatch(conn).start()  # replaces and deletes, as the API publishes them
     stop = threading.Event()
     if not burst and settings.prefetch_seconds > 0:  # idle between jobs: parse what is due soon
         prefetcher = Prefetcher(conn, lookahead=settings.prefetch_seconds, warm=runtime.warm, busy=lambda: runtime.busy)
@@ -76,5 +80,6 @@ def run_worker(
         return bool(worker.work(burst=burst, logging_level=settings.log_level, **work_kwargs))
     finally:
         stop.set()
+        runtime.changes.stop()
         delivery.install_runtime(None)
         runtime.close()

@@ -555,10 +555,11 @@ def test_trigger_deleted_while_its_batch_is_being_delivered_is_not_sent(
     conn: Redis, redis_url: str, queue: Queue, receiver: Receiver
 ) -> None:
     """A firing waiting in its batch for a free slot (WORKER_CONCURRENCY) has not started: deleting
-    its trigger meanwhile must drop it, as it would a firing still in the queue."""
+    its trigger meanwhile must drop it, as it would a firing still in the queue. The first request
+    takes 0.15 s, less than the batch's periodic re-read (0.25 s): the worker hears of the delete."""
     settings = _settings(redis_url, worker_concurrency=1)
-    receiver.on("/a", (200, 0.6))
-    receiver.on("/b", (200, 0.6))
+    receiver.on("/a", (200, 0.15))
+    receiver.on("/b", (200, 0.15))
     store.replace(conn, "a", [_trigger(receiver.url + "/a")], now=lambda: T)
     store.replace(conn, "b", [_trigger(receiver.url + "/b")], now=lambda: T)
     assert scheduling.tick(conn, queue, settings, now=T + 1.2).fired == 2
