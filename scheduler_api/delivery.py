@@ -3,8 +3,14 @@
 `run_batch(batch_id)` is the RQ job function. It runs under our `scheduler-api worker` (no fork,
 one event loop and one shared `httpx.AsyncClient` kept across jobs) and under the plain
 `rq worker` command as well (then each job builds its own loop and client). What one attempt
-sends and how its outcome is judged (delivered, retried, failed, blocked) is in
-`scheduler_api.sending`.
+sends and how its outcome is judged is in `scheduler_api.sending`; in short:
+
+* a 2xx answer is delivered;
+* any other status (3xx included, redirects are not followed), a timeout of the whole exchange
+  (`DELIVERY_TIMEOUT_SECONDS`) or a transport error (refused, reset, DNS, TLS) is **retried**, up to
+  `DELIVERY_MAX_RETRIES` more times with exponential backoff and jitter, then failed;
+* never retried, final at once: a target the SSRF guard refuses (blocked), a header that cannot
+  be decrypted or sent, an url that cannot be sent (failed).
 
 Rules of the batch:
 * a firing whose trigger was removed or replaced since it was scheduled is **dropped** unsent:

@@ -162,6 +162,7 @@ class Received:
     body: bytes
     at: float
     header_lines: list[tuple[str, str]] = field(default_factory=list)  # every line, as sent
+    peer: tuple[str, int] = ("", 0)  # the sender's address and port: one per connection
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -217,7 +218,8 @@ def receiver() -> Iterator[Receiver]:
             body = self.rfile.read(length) if length else b""
             with rec.lock:
                 lines = list(self.headers.items())
-                rec.requests.append(Received(self.command, self.path, dict(lines), body, time.time(), lines))
+                peer = (self.client_address[0], self.client_address[1])
+                rec.requests.append(Received(self.command, self.path, dict(lines), body, time.time(), lines, peer))
                 answers = rec.responses.get(self.path) or []
                 answer = answers.pop(0) if answers else (200, 0.0)
                 status, delay = answer[0], answer[1]

@@ -224,6 +224,19 @@ def test_a_compressed_response_is_recorded_as_text(
     assert rec["attempts"][0]["body"] == text
 
 
+def test_connections_are_reused_across_firings_and_batches(
+    conn: Redis, redis_url: str, queue: Queue, receiver: Receiver
+) -> None:
+    # Two batches (two RQ jobs) of 20 firings, 2 in flight: one worker delivers them all over at
+    # most two connections, kept by its shared client from one job to the next.
+    settings = _settings(redis_url, worker_concurrency=2, scheduler_batch_size=20)
+    store.replace(conn, WS, [_trigger(f"{receiver.url}/c/{i}") for i in range(40)], now=lambda: T)
+    assert scheduling.tick(conn, queue, settings, now=T + 1.3).pushed == 2
+    _deliver(conn, settings)
+    assert len(receiver.requests) == 40
+    assert 1 <= len({r.peer for r in receiver.requests}) <= 2
+
+
 def test_two_failures_then_success_is_three_attempts_with_one_idempotency_key(
     conn: Redis, settings: Settings, queue: Queue, receiver: Receiver
 ) -> None:
