@@ -208,6 +208,9 @@ def receiver() -> Iterator[Receiver]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # The head and the body go out in two writes: without TCP_NODELAY the body waits for the
+        # client's delayed ACK (~40 ms) on every request of a kept-alive connection.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             return
