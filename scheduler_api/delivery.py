@@ -94,6 +94,9 @@ class DeliveryRuntime:
                 return aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(limit=concurrency, resolver=guard),
                     cookie_jar=aiohttp.DummyCookieJar(),
+                    # A request with a body always names its type (sending.build_request); a
+                    # bodyless POST gets none, not aiohttp's "application/octet-stream".
+                    skip_auto_headers=("Content-Type",),
                 )
 
             self._client = DeliveryClient(
