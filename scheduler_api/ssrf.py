@@ -25,6 +25,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -76,8 +77,11 @@ def blocked_reason(ip: IPAddress) -> str | None:
 
 def literal_ip(host: str) -> IPAddress | None:
     """`host` as an IP address if it is one, also in the shorthand or numeric IPv4 forms the C
-    library reads as an address without any DNS (127.1, 2130706433, 0x7f.1, 0177.0.0.1)."""
+    library reads as an address without any DNS (127.1, 2130706433, 0x7f.1, 0177.0.0.1), and
+    with the trailing dot of an absolute name (127.0.0.1.), which url parsers drop."""
     bare = host.strip("[]").split("%")[0]
+    if bare.endswith(".") and not bare.endswith(".."):
+        bare = bare[:-1]
     try:
         return ipaddress.ip_address(bare)
     except ValueError:
@@ -124,8 +128,16 @@ class TargetPolicy:
         return blocked_reason(ip)
 
     def check_url(self, url: str) -> str | None:
-        """Why a request to `url` is refused before any DNS (literal blocked IP), or None."""
-        return self.check_host(urlsplit(url).hostname or "")
+        """Why a request to `url` is refused before any DNS (literal blocked IP), or None. The
+        host is read as the worker will read it (a non-ASCII one through httpx's IDNA step, which
+        turns 127。0。0。1 into 127.0.0.1)."""
+        host = urlsplit(url).hostname or ""
+        if not host.isascii():
+            try:
+                host = httpx.URL(url).host
+            except (httpx.InvalidURL, ValueError):
+                pass  # the API refuses such an url anyway (scheduler_api.triggers.url_problem)
+        return self.check_host(host)
 
     def check_host(self, host: str) -> str | None:
         """Why a request to `host` (as in a url, without brackets) is refused before any DNS, or None."""
@@ -133,7 +145,13 @@ class TargetPolicy:
 
     def _check_host(self, host: str) -> str | None:
         ip = literal_ip(host)
-        if ip is None or self.host_allowlisted(host):
+        if self.host_allowlisted(host):
+            return None
+        if ip is None:
+            if host and all(c in "0123456789." for c in host) and not self.allow_private:
+                # Not an address (1.2.3.4.5, 4294967297), and no DNS name either: the HTTP client
+                # might read it as an address without asking the guarded resolver.
+                return f"{host} is not a valid IP address"
             return None
         why = self.ip_reason(ip)
         return f"{ip} is a {why} address" if why else None

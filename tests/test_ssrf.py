@@ -245,11 +245,28 @@ def test_literal_blocked_ip_is_refused_at_replace_time(
 
 @pytest.mark.parametrize(
     "host",
-    ["127.1", "127.0.1", "2130706433", "0x7f000001", "0X7F.1", "0177.0.0.1", "017700000001", "0", "[fe80::1%25eth0]"],
+    [
+        "127.1",
+        "127.0.1",
+        "2130706433",
+        "0x7f000001",
+        "0X7F.1",
+        "0177.0.0.1",
+        "017700000001",
+        "0",
+        "[fe80::1%25eth0]",
+        "127.0.0.1.",
+        "169.254.169.254.",
+        "127。0。0。1",
+        "1.2.3.4.5",
+        "4294967297",
+    ],
 )
 def test_other_notations_of_internal_addresses_are_refused(guarded_client: TestClient, conn: Redis, host: str) -> None:
-    """Shorthand, decimal, hex and octal IPv4 forms (read as addresses by the C library) and a
-    scoped IPv6 literal."""
+    """Shorthand, decimal, hex and octal IPv4 forms (read as addresses by the C library), a
+    scoped IPv6 literal, an address with the trailing dot of an absolute name, ideographic dots
+    (IDNA turns them into dots), and numbers that are no address but would not be looked up in
+    DNS either."""
     bad = dict(PUBLIC_TRIGGER, url=f"http://{host}:8080/internal")
     r = guarded_client.post(f"/api/workspaces/{WS}/triggers", json={"triggers": [bad]})
     assert r.status_code == 400, r.text
@@ -272,6 +289,7 @@ def test_literal_ip_stored_before_the_guard_is_refused_at_delivery(
         f"http://127.0.0.1:{port}/direct",
         f"http://[::ffff:127.0.0.1]:{port}/mapped",  # would reach the receiver through dual-stack
         f"http://127.1:{port}/short",
+        f"http://127.0.0.1.:{port}/absolute",
     ]
     with caplog.at_level(logging.WARNING, logger="scheduler_api.delivery"):
         fire(conn, guarded, urls, fake_dns())
