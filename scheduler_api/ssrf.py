@@ -49,11 +49,15 @@ BLOCKED_NETWORKS: tuple[tuple[IPNetwork, str], ...] = tuple(
         ("::/128", "unspecified"),
         ("::1/128", "loopback"),
         ("64:ff9b::/96", "NAT64"),
+        ("64:ff9b:1::/48", "local-use NAT64"),
         ("fc00::/7", "unique local"),
         ("fe80::/10", "link-local"),
         ("ff00::/8", "multicast"),
     )
 )
+
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
 
 
 class BlockedTarget(OSError):
@@ -63,12 +67,20 @@ class BlockedTarget(OSError):
 def blocked_reason(ip: IPAddress) -> str | None:
     """Why `ip` is blocked, or None when a delivery may connect to it."""
     if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped
-        if embedded is None and ip in ipaddress.ip_network("::/96") and int(ip) > 1:
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)  # IPv4-compatible ::a.b.c.d
+        # IPv6 forms that carry an IPv4 address a translator or tunnel may deliver to: blocked
+        # when that address is.
+        embedded, form = ip.ipv4_mapped, "IPv4-mapped"
+        if embedded is None and ip in _IPV4_COMPATIBLE and int(ip) > 1:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)  # ::a.b.c.d (deprecated)
+        if embedded is None and ip in _IPV4_TRANSLATED:
+            embedded, form = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF), "IPv4-translated (SIIT)"
+        if embedded is None and ip.sixtofour is not None:
+            embedded, form = ip.sixtofour, "6to4"
+        if embedded is None and ip.teredo is not None:
+            embedded, form = ip.teredo[1], "Teredo"
         if embedded is not None:
             why = blocked_reason(embedded)
-            return f"IPv4-mapped {why}" if why else None
+            return f"{form} {why}" if why else None
     for network, why in BLOCKED_NETWORKS:
         if ip.version == network.version and ip in network:
             return why

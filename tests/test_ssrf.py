@@ -173,6 +173,10 @@ BLOCKED = [
     ("::ffff:10.0.0.1", "IPv4-mapped private"),
     ("::ffff:169.254.169.254", "IPv4-mapped link-local"),
     ("::127.0.0.1", "loopback"),  # the deprecated IPv4-compatible form
+    ("::ffff:0:7f00:1", "IPv4-translated (SIIT) loopback"),
+    ("2002:a9fe:a9fe::1", "6to4 link-local"),  # 6to4 of 169.254.169.254
+    ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "Teredo private"),  # Teredo client 10.0.0.1
+    ("64:ff9b:1::a9fe:a9fe", "local-use NAT64"),
 ]
 IDS = [a for a, _ in BLOCKED]
 
@@ -199,6 +203,7 @@ def test_blocked_reason_for_each_class(address: str, why: str) -> None:
         "2001:4860:4860::8888",
         "2606:4700:4700::1111",
         "::ffff:8.8.8.8",  # the mapped form of a public address is public
+        "2002:808:808::1",  # 6to4 of 8.8.8.8
         # Just outside the blocked ranges:
         "11.0.0.1",
         "172.15.255.255",
