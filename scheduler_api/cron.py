@@ -31,6 +31,9 @@ _MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight",
 _HASHED = re.compile(r"^[HR](\(|/|$)", re.IGNORECASE)
 
 
+MAX_CRON_LENGTH = 256  # far more than any real expression; parsing cost grows with the length
+
+
 class CronError(ValueError):
     """The expression is not one we can schedule; the message says why."""
 
@@ -141,6 +144,8 @@ def parse(expr: str, tz: str = "UTC") -> Cron:
     """Validate `expr` (and `tz`) and return a `Cron`; raise `CronError` saying what is wrong."""
     if not isinstance(expr, str):
         raise CronError("must be a string")
+    if len(expr) > MAX_CRON_LENGTH:
+        raise CronError(f"must be at most {MAX_CRON_LENGTH} characters, got {len(expr)}")
     text = " ".join(expr.split())
     if not text:
         raise CronError("must not be empty")

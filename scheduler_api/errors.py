@@ -32,4 +32,12 @@ class InvalidRequest(SchedulerApiError):
 
 
 class StoreUnavailable(SchedulerApiError):
-    """Redis could not be reached or answered with a connection error."""
+    """Redis could not be reached, did not answer in time, or refused the command for now.
+
+    `maybe_done`: the command was sent and may have been carried out (a timeout), so the client
+    must not be told that nothing changed.
+    """
+
+    def __init__(self, message: str, *, maybe_done: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_done = maybe_done

@@ -68,6 +68,13 @@ _COMMIT_DUE = (
 local now = tonumber(ARGV[2])
 local n = tonumber(ARGV[8])
 local won, missed = 0, 0
+-- A definition cjson cannot read (one stored before the API refused what it cannot, such as an
+-- unpaired surrogate escape) must not stop the script half-way: its version is found as text.
+local function version_of(def)
+  local ok, decoded = pcall(cjson.decode, def)
+  if ok then return decoded['v'] end
+  return string.match(def, '^{"v":"([^"]*)"')  -- store.StoredTrigger.to_json writes it first
+end
 local touched = {}
 for i = 0, n - 1 do
   local b = 9 + i * 11
@@ -77,7 +84,7 @@ for i = 0, n - 1 do
     local def = redis.call('HGET', ARGV[b + 2], ARGV[b + 3])
     if not def then
       redis.call('ZREM', KEYS[1], jid)
-    elseif cjson.decode(def)['v'] == ARGV[b + 4] then
+    elseif version_of(def) == ARGV[b + 4] then
       redis.call('ZADD', KEYS[1], ARGV[b + 5], jid)
       if ARGV[b + 7] ~= '' then
         redis.call('HSET', KEYS[2], ARGV[b + 6], ARGV[b + 7])

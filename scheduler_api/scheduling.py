@@ -21,7 +21,8 @@ Between ticks the scheduler parses the definitions due within `PREFETCH_SECONDS`
 (scheduler_api.prefetch), stopping in time for the next tick, and applies retention to the
 workspaces that get no new records (`sweep_step`: every minute, a few hundred keys per poll).
 
-Failure rules: a Redis error in a tick is logged and the tick is retried on the next poll; no
+Failure rules: any error in a tick (Redis unreachable, Redis refusing writes, a bug) is logged
+and the tick is retried on the next poll, the process stays up; no
 schedule entry is advanced unless its firing was written in the same script, and a written batch
 stays in the outbox until it is pushed to RQ, so a crash at any point loses no firing.
 """
@@ -334,6 +335,11 @@ class TriggerScheduler(Scheduler):  # type: ignore[misc]
             result = tick(self.connection, queue, self.settings, now=self.clock())
         except (redis.ConnectionError, redis.TimeoutError) as e:
             log.error("tick skipped, Redis unreachable: %s", e)
+            return TickResult()
+        except Exception:
+            # Redis refusing writes (out of memory, read-only) or a bug: the process stays up and
+            # ticks again (crash-looping would stop every workspace's firings, not one).
+            log.exception("tick failed; trying again on the next poll")
             return TickResult()
         elapsed = time.perf_counter() - started
         try:

@@ -103,7 +103,7 @@ class StoredTrigger:
     def to_json(self) -> str:
         return compact_json(
             {
-                "v": self.version,
+                "v": self.version,  # first: the scheduler's script can find it as text (firings.py)
                 "cron": self.cron,
                 "url": self.url,
                 "method": self.method,
@@ -136,11 +136,28 @@ class StoredTrigger:
 
 @contextmanager
 def redis_errors() -> Iterator[None]:
-    """Turn Redis connection and timeout errors into `StoreUnavailable`."""
+    """Turn Redis being unreachable, slow or refusing writes into `StoreUnavailable` (a 503).
+
+    A timeout is not a refusal: the command may have been carried out (`StoreUnavailable.maybe_done`).
+    """
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError) as e:
+    except redis.TimeoutError as e:
+        raise StoreUnavailable(f"Redis did not answer in time: {e}", maybe_done=True) from e
+    except redis.ConnectionError as e:
         raise StoreUnavailable(f"Redis is unreachable: {e}") from e
+    except REFUSALS as e:
+        raise StoreUnavailable(f"Redis refused the command: {str(e)[:200]}") from e
+    except redis.ResponseError as e:
+        if str(e).split(" ", 1)[0] in REFUSAL_CODES:
+            raise StoreUnavailable(f"Redis refused the command: {str(e)[:200]}") from e
+        raise
+
+
+# Answers of a Redis that works but cannot take the command now: out of memory, a replica after a
+# failover, loading its data, no good replicas, failing to persist.
+REFUSALS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError)
+REFUSAL_CODES = {"OOM", "READONLY", "LOADING", "MASTERDOWN", "NOREPLICAS", "MISCONF", "TRYAGAIN", "BUSY"}
 
 
 def run_script(conn: Redis, source: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
@@ -197,8 +214,13 @@ def replace(
 
 
 def delete(conn: Redis, workspace_id: str) -> int:
-    """Remove every trigger of the workspace; return how many there were."""
+    """Remove every trigger of the workspace, and its pause; return how many triggers there were.
+
+    The workspace is gone: one created later under the same id starts unpaused (a replace, even
+    with an empty list, keeps the pause)."""
     removed, _ = replace(conn, workspace_id, [])
+    with redis_errors():
+        conn.srem(keys.PAUSED, workspace_id)
     return removed
 
 

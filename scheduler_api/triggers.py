@@ -98,11 +98,18 @@ def url_problem(value: str) -> str | None:
         return f"must have a host, got {value[:100]!r}"
     if port == 0:
         return "port must be between 1 and 65535"
-    if not value.isascii():  # httpx (what the worker sends with) is stricter on non-ASCII hosts (IDNA)
-        try:
-            httpx.URL(value)
-        except (httpx.InvalidURL, ValueError) as e:
-            return f"is not a valid URL: {e}"
+    return _unsendable(value)
+
+
+@lru_cache(maxsize=4096)
+def _unsendable(value: str) -> str | None:
+    """Why httpx, which the worker sends with, refuses `value` (stricter than urlsplit: IDNA
+    hosts, IPv6 literals such as [v1.fe], xn-- labels), or None. Clients send the same urls
+    replace after replace: each is parsed once."""
+    try:
+        httpx.URL(value)
+    except (httpx.InvalidURL, ValueError) as e:
+        return f"is not a valid URL: {e}"
     return None
 
 
@@ -126,6 +133,19 @@ class Trigger(BaseModel):
             cronlib.parse(value)
         except cronlib.CronError as e:
             raise ValueError(str(e)) from None
+        return value
+
+    @field_validator("payload")
+    @classmethod
+    def _payload(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        try:
+            json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+        except ValueError:  # UnicodeEncodeError is one
+            raise ValueError(
+                "must be standard JSON: no NaN or Infinity, and no unpaired surrogate (such as \\ud800) in a string"
+            ) from None
         return value
 
     @field_validator("timezone")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from scheduler_api.api import create_app
-from scheduler_api.redis_server import free_port
+from scheduler_api.redis_server import RedisServer, free_port
 from scheduler_api.settings import Settings
 
 BASE = "/api/workspaces"
@@ -536,3 +537,81 @@ def test_concurrent_replaces_through_the_api(client: TestClient, conn: Redis) ->
     assert [j["jobId"] for j in final["jobs"]] == [f"ws:{i}" for i in range(n + 1)]
     assert final["count"] == n + 1 == schedule_count(conn, "ws") == conn.hlen("sa:ws:ws")
     assert client.get(url("other")).json() == other_before
+
+
+# --- found by an audit of the API ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"k": "\\ud800"}',  # an unpaired surrogate: not Unicode, and Redis's cjson cannot read it back
+        '{"\\udfff": 1}',
+        '{"a": NaN}',
+        '{"b": Infinity, "c": -Infinity}',
+    ],
+)
+def test_a_payload_that_is_not_standard_json_is_refused(client: TestClient, conn: Redis, payload: str) -> None:
+    client.post(url("ws"), json={"triggers": [trig(0)]})
+    before = conn.hgetall("sa:ws:ws")
+    body = '{"triggers": [{"cron": "* * * * * *", "url": "https://a.example.com/", "method": "POST", "payload": %s}]}'
+    r = client.post(url("ws"), content=body % payload, headers={"Content-Type": "application/json"})
+    details = assert_error(r, 400)["details"]
+    assert [d["path"] for d in details] == ["triggers[0].payload"]
+    assert "standard JSON" in details[0]["message"]
+    assert conn.hgetall("sa:ws:ws") == before
+
+
+@pytest.mark.parametrize("bad_url", ["http://[v1.fe]/x", "http://[::1/x", "http://exa mple.com/"])
+def test_an_url_the_worker_could_not_send_is_refused(client: TestClient, bad_url: str) -> None:
+    r = client.post(url("ws"), json={"triggers": [trig(0, url=bad_url)]})
+    assert [d["path"] for d in assert_error(r, 400)["details"]] == ["triggers[0].url"]
+
+
+def test_a_cron_expression_has_a_length_limit(client: TestClient) -> None:
+    long_cron = "0 " + ",".join(["1"] * 200) + " * * *"
+    r = client.post(url("ws"), json={"triggers": [trig(0, cron=long_cron)]})
+    details = assert_error(r, 400)["details"]
+    assert details[0]["path"] == "triggers[0].cron" and "at most 256 characters" in details[0]["message"]
+    assert_error(client.post("/api/cron/preview", json={"cron": long_cron}), 400)
+
+
+def test_head_is_answered_on_get_routes(client: TestClient) -> None:
+    client.post(url("ws"), json={"triggers": [trig(0)]})
+    get = client.get(url("ws"))
+    head = client.head(url("ws"))
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == get.headers["content-length"]
+    assert client.head("/health").status_code == 200
+    assert client.head("/api/cron/preview").status_code == 405  # POST only: as a GET would be
+
+
+def test_delete_lifts_the_pause_but_a_replace_keeps_it(client: TestClient) -> None:
+    client.post(url("ws"), json={"triggers": [trig(0)]})
+    assert client.post("/api/workspaces/ws/pause").status_code == 200
+    client.post(url("ws"), json={"triggers": [trig(1)]})
+    assert client.get(url("ws")).json()["jobs"][0]["paused"] is True
+    assert client.delete(url("ws")).status_code == 200
+    client.post(url("ws"), json={"triggers": [trig(2)]})  # a new workspace under the same id
+    assert client.get(url("ws")).json()["jobs"][0]["paused"] is False
+
+
+def test_redis_refusing_writes_or_not_answering_is_a_503_that_says_which(tmp_path: Any) -> None:
+    with RedisServer() as server:
+        settings = make_settings(server.url, redis_timeout_seconds=0.5)
+        admin = Redis.from_url(server.url)
+        with TestClient(create_app(settings)) as c:
+            assert c.post(url("ws"), json={"triggers": [trig(0)]}).status_code == 200
+            admin.config_set("maxmemory", 1)  # full: Redis answers OOM to writes
+            r = c.post("/api/workspaces/ws/pause")
+            assert "refusing writes" in assert_error(r, 503)["error"]
+            assert "nothing was changed" in r.json()["error"]
+            admin.config_set("maxmemory", 0)
+            assert server.process is not None
+            server.process.send_signal(signal.SIGSTOP)  # alive but silent: the command may be applied later
+            try:
+                r = c.post(url("ws"), json={"triggers": [trig(1)]})
+                assert "may or may not have been made" in assert_error(r, 503)["error"]
+            finally:
+                server.process.send_signal(signal.SIGCONT)
+        admin.close()

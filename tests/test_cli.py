@@ -210,6 +210,11 @@ def test_serve_over_http_and_sigterm(tmp_path: Path, redis_url: str, conn: Redis
         assert r.json()["count"] == 1 and r.json()["jobs"][0]["jobId"] == "workspace-123:0"
         assert SECRET not in r.text
         assert conn.hlen("sa:ws:workspace-123") == 1
+        # HEAD, as Express answers it on every GET route: the GET's headers, no body.
+        head = http.head("/api/workspaces/workspace-123/triggers")
+        assert head.status_code == 200 and head.content == b""
+        assert int(head.headers["content-length"]) == len(r.content)
+        assert http.head("/health").status_code == 200
 
         # Invalid input over real HTTP: same error shape.
         r = http.post("/api/workspaces/workspace-123/triggers", json={"triggers": [{**trigger, "cron": "H * * * *"}]})

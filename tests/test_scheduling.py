@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+import redis
 from conftest import Receiver
 from conftest import headers_of as _h
 from conftest import iso_second as _iso
@@ -421,3 +422,38 @@ def test_a_batch_still_queued_behind_others_is_not_pushed_twice(
     _deliver(conn, settings)
     assert _scheduled(receiver) == [_iso(T + 1)]
     assert conn.zcard(keys.OUTBOX) == 0 and conn.hlen(keys.PUSHED) == 0
+
+
+# --- one bad definition never stops the scheduler ---------------------------------------------------
+
+
+def test_a_definition_cjson_cannot_read_does_not_stop_the_tick(
+    conn: Redis, settings: Settings, queue: Queue, receiver: Receiver
+) -> None:
+    """A payload with an unpaired surrogate escape, stored before the API refused them: Redis's
+    cjson cannot decode it. The tick still commits every due entry, the other workspace's too."""
+    store.replace(conn, "bad", [_trigger(receiver.url + "/bad", ONCE, payload={"k": "x"})], now=lambda: T)
+    store.replace(conn, "good", [_trigger(receiver.url + "/good", ONCE)], now=lambda: T)
+    raw = conn.hget(keys.workspace("bad"), "0")
+    assert raw is not None and b'"payload":{"k":"x"}' in raw
+    conn.hset(keys.workspace("bad"), "0", raw.replace(b'"payload":{"k":"x"}', b'"payload":{"k":"\\ud800"}'))
+    with pytest.raises(Exception):  # noqa: B017, PT011 - what cjson makes of it
+        conn.eval("return cjson.decode(ARGV[1])['v']", 0, conn.hget(keys.workspace("bad"), "0"))
+
+    result = scheduling.tick(conn, queue, settings, now=T + 1.3)
+    assert (result.fired, result.pushed) == (2, 1)
+    _deliver(conn, settings)
+    assert sorted(r.path for r in receiver.requests) == ["/bad", "/good"]
+
+
+def test_the_scheduler_process_survives_a_failing_tick(
+    conn: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise redis.exceptions.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'.")
+
+    monkeypatch.setattr(scheduling, "tick", refused)
+    sched = scheduling.TriggerScheduler(settings, connection=conn, clock=lambda: T)
+    with caplog.at_level("ERROR", logger="scheduler_api.scheduler"):
+        assert sched.enqueue_jobs() == scheduling.TickResult()
+    assert "tick failed" in caplog.text and "OOM" in caplog.text

@@ -83,8 +83,16 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """503. Refused or unreachable: nothing was changed. A timeout: the change may have been made
+    (a replace or a delete can be sent again as it is; a run-now would fire once more)."""
     log.warning("redis unavailable: %s", exc)
-    return JSONResponse(error_body("Redis is unavailable; nothing was changed, try again later", []), status_code=503)
+    if isinstance(exc, redis.TimeoutError) or (isinstance(exc, StoreUnavailable) and exc.maybe_done):
+        message = "Redis did not answer in time; the change may or may not have been made, check before retrying"
+    elif isinstance(exc, StoreUnavailable) and str(exc).startswith("Redis refused"):
+        message = "Redis is refusing writes for now (out of memory, read-only or loading); nothing was changed"
+    else:
+        message = "Redis is unavailable; nothing was changed, try again later"
+    return JSONResponse(error_body(message, []), status_code=503)
 
 
 def _allowed_methods(request: Request) -> str | None:
@@ -111,6 +119,26 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(error_body("Internal server error"), status_code=500)
+
+
+class HeadAsGet:
+    """HEAD on every GET route, as the original's Express answers it: the request is served as a
+    GET and its response goes out with the GET's headers (Content-Length included) and no body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
 
 
 class BodySizeLimit:
@@ -252,5 +280,6 @@ def create_app(settings: Settings, *, redis_client: Redis | None = None) -> Fast
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
-    app.add_middleware(ApiKeyCheck, keys=app.state.api_keys)  # added last: runs first
+    app.add_middleware(ApiKeyCheck, keys=app.state.api_keys)
+    app.add_middleware(HeadAsGet)  # added last: runs first
     return app
