@@ -139,13 +139,23 @@ def check_timezone(tz: str) -> str:
     return tz
 
 
+def validate(expr: str, tz: str = "UTC") -> Cron:
+    """`parse` plus the rules only new input must follow (what the API accepts): at most
+    `MAX_CRON_LENGTH` characters, no step beyond its field's span, no range that runs backwards.
+    Definitions stored before a rule existed are still parsed (and fire) as they were."""
+    if isinstance(expr, str) and len(expr) > MAX_CRON_LENGTH:
+        raise CronError(f"must be at most {MAX_CRON_LENGTH} characters, got {len(expr)}")
+    cron = parse(expr, tz)
+    if not cron.expr.startswith("@"):
+        _check_steps_and_ranges(cron.expr.split(" "), cron.seconds_first)
+    return cron
+
+
 @lru_cache(maxsize=4096)
 def parse(expr: str, tz: str = "UTC") -> Cron:
     """Validate `expr` (and `tz`) and return a `Cron`; raise `CronError` saying what is wrong."""
     if not isinstance(expr, str):
         raise CronError("must be a string")
-    if len(expr) > MAX_CRON_LENGTH:
-        raise CronError(f"must be at most {MAX_CRON_LENGTH} characters, got {len(expr)}")
     text = " ".join(expr.split())
     if not text:
         raise CronError("must not be empty")
@@ -179,6 +189,28 @@ def parse(expr: str, tz: str = "UTC") -> Cron:
     except (CroniterError, ValueError, OverflowError) as e:
         raise CronError(f"{text!r} never matches a real date") from e
     return cron
+
+
+# (name, span) of each field, in order: a step beyond the span or a range that runs backwards
+# is accepted by croniter but not what it reads like (*/61 in minutes fires hourly, 7-0 daily).
+_FIELDS = (("minute", 60), ("hour", 24), ("day-of-month", 31), ("month", 12), ("day-of-week", 7))
+_STEP = re.compile(r"^(?P<base>[^/]*)/(?P<step>\d+)$")
+_NUMERIC_RANGE = re.compile(r"^(?P<first>\d+)-(?P<last>\d+)$")
+
+
+def _check_steps_and_ranges(fields: list[str], seconds_first: bool) -> None:
+    names = (("second", 60), *_FIELDS) if seconds_first else _FIELDS
+    for field, (name, span) in zip(fields, names, strict=True):
+        for part in field.split(","):
+            base = part
+            step = _STEP.match(part)
+            if step:
+                base = step["base"]
+                if int(step["step"]) > span:
+                    raise CronError(f"step {step['step']} in {part!r} is larger than the {name} field's {span} values")
+            numeric = _NUMERIC_RANGE.match(base)
+            if numeric and int(numeric["first"]) > int(numeric["last"]):
+                raise CronError(f"range {base!r} in the {name} field runs backwards")
 
 
 def iso(ts: float) -> str:

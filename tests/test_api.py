@@ -562,7 +562,9 @@ def test_a_payload_that_is_not_standard_json_is_refused(client: TestClient, conn
     assert conn.hgetall("sa:ws:ws") == before
 
 
-@pytest.mark.parametrize("bad_url", ["http://[v1.fe]/x", "http://[::1/x", "http://exa mple.com/"])
+@pytest.mark.parametrize(
+    "bad_url", ["http://[v1.fe]/x", "http://[::1/x", "http://exa mple.com/", "https://a.example.com\\@b.example.com/"]
+)
 def test_an_url_the_worker_could_not_send_is_refused(client: TestClient, bad_url: str) -> None:
     r = client.post(url("ws"), json={"triggers": [trig(0, url=bad_url)]})
     assert [d["path"] for d in assert_error(r, 400)["details"]] == ["triggers[0].url"]

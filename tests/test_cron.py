@@ -135,6 +135,33 @@ def test_non_strings_are_rejected(value: object) -> None:
         cron.parse(value)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("expr", "fragment"),
+    [
+        ("*/61 * * * *", "step 61 in '*/61' is larger than the minute field's 60 values"),  # would fire hourly
+        ("0 0 1 */13 *", "larger than the month field's 12 values"),  # would fire yearly
+        ("*/61 * * * * *", "the second field"),
+        ("0 */25 * * *", "hour field"),
+        ("*/999999999999999999999 * * * *", "larger than the minute"),
+        ("0 0 * * 7-0", "range '7-0' in the day-of-week field runs backwards"),  # would fire daily
+        ("30-10 * * * *", "runs backwards"),
+        ("0 " + ",".join(["1"] * 200) + " * * *", "at most 256 characters"),
+    ],
+)
+def test_rules_for_new_expressions(expr: str, fragment: str) -> None:
+    """What the API refuses on top of `parse`: expressions that do not fire as they read."""
+    with pytest.raises(cron.CronError) as e:
+        cron.validate(expr)
+    assert fragment in str(e.value)
+    if len(expr) <= cron.MAX_CRON_LENGTH:
+        cron.parse(expr)  # a definition stored before these rules is still read (and fires)
+
+
+@pytest.mark.parametrize("expr", ["*/60 * * * *", "0 */24 * * *", "0-59/5 * * * *", "*/7 * * * 0-7", "0 9 * * MON-FRI"])
+def test_steps_and_ranges_within_their_field_are_accepted(expr: str) -> None:
+    assert cron.validate(expr) == cron.parse(expr)
+
+
 def test_cron_error_is_a_value_error() -> None:
     # pydantic turns a ValueError raised in a validator into a 400 detail.
     assert issubclass(cron.CronError, ValueError)

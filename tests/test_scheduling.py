@@ -457,3 +457,16 @@ def test_the_scheduler_process_survives_a_failing_tick(
     with caplog.at_level("ERROR", logger="scheduler_api.scheduler"):
         assert sched.enqueue_jobs() == scheduling.TickResult()
     assert "tick failed" in caplog.text and "OOM" in caplog.text
+
+
+def test_a_stored_cron_the_api_now_refuses_still_fires(
+    conn: Redis, settings: Settings, queue: Queue, receiver: Receiver
+) -> None:
+    """Rules added for new input (cron.validate) never stop a definition stored before them."""
+    legacy = Trigger.model_construct(  # as stored before the rule: without today's validation
+        cron="*/61 * * * * *", url=receiver.url + "/old", method="POST", payload=None, headers=None, timezone=None
+    )
+    store.replace(conn, WS, [legacy], now=lambda: T)
+    assert scheduling.tick(conn, queue, settings, now=T + 60.2).fired == 1  # "*/61" seconds: :00 only
+    _deliver(conn, settings)
+    assert _scheduled(receiver) == [_iso(T + 60)]

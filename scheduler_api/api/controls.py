@@ -40,7 +40,8 @@ def _find(request: Request, workspace_id: str, index: int) -> store.StoredTrigge
     )
 
 
-def _schedule_view(cron: str, tz: str | None, *, path: str) -> tuple[cronlib.Cron, str, list[str]]:
+def _schedule_view(cron: str, tz: str | None, *, path: str, new: bool = True) -> tuple[cronlib.Cron, str, list[str]]:
+    # `new`: input, held to the rules for new input (cronlib.validate); else a stored definition.
     # The zone is checked on its own, so an error is blamed on the field that caused it (a cron
     # whose text happens to say "time zone" is still a cron error) and "" is refused as it is for
     # a trigger's timezone.
@@ -48,7 +49,7 @@ def _schedule_view(cron: str, tz: str | None, *, path: str) -> tuple[cronlib.Cro
     try:
         zone = "UTC" if tz is None else cronlib.check_timezone(tz)
         field = "cron"
-        parsed = cronlib.parse(cron, zone)
+        parsed = cronlib.validate(cron, zone) if new else cronlib.parse(cron, zone)
     except cronlib.CronError as e:
         raise InvalidRequest("Invalid request", [{"path": f"{path}{field}", "message": str(e)}]) from None
     runs = [cronlib.iso(ts) for ts in parsed.next_runs(time.time(), NEXT_RUNS)]
@@ -63,7 +64,7 @@ def _schedule_view(cron: str, tz: str | None, *, path: str) -> tuple[cronlib.Cro
 )
 def get_trigger(request: Request, workspace_id: str = WorkspaceId, index: int = TriggerIndex) -> dict[str, Any]:
     t = _find(request, workspace_id, index)
-    _, description, runs = _schedule_view(t.cron, t.timezone, path="")
+    _, description, runs = _schedule_view(t.cron, t.timezone, path="", new=False)
     job = listed_job(t, workspace_paused=store.is_paused(_redis(request), workspace_id))
     return {
         "success": True,
