@@ -6,7 +6,8 @@ A batch being delivered compares the count before each firing it starts and, whe
 reads again the definitions of the workspaces that changed (scheduler_api.delivery), so a firing
 not yet started when a replace or delete returns is dropped, not sent: the window is the
 message's way to the worker (about a millisecond), where reading the definitions every 0.25 s
-alone left up to 0.25 s. Changes to other workspaces cost a batch nothing but the comparison.
+alone left up to 0.25 s. A change to another workspace costs a batch the comparison and a
+look at which of its waiting firings belong to the changed workspaces (no Redis round trip).
 
 Failure rules: the watch never raises. Losing its connection counts as a change (messages may
 have been missed) and it subscribes again after half a second; meanwhile, and in processes

@@ -24,11 +24,12 @@ acknowledged (DEPLOYMENT.md says what that means for firings).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from redis import Redis
+from redis import ConnectionError, Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import parse_url
 from redis.retry import Retry
@@ -67,17 +68,20 @@ def check_url(url: str) -> None:
         parse_sentinel_url(url)
 
 
+_PASSWORD_IN_QUERY = re.compile(r"(?i)([?&][^=&]*password=)[^&]*")
+
+
 def redacted(url: str) -> str:
-    """`url` with the password of its credentials (if any) replaced by ``***``, for messages."""
+    """`url` with its passwords (of the credentials, and query options such as
+    ``sentinel_password``) replaced by ``***``, for messages."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
     netloc, slash, tail = rest.partition("/")
     userinfo, at, hosts = netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{hosts}{slash}{tail}"
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
+    return _PASSWORD_IN_QUERY.sub(r"\1***", f"{scheme}://{netloc}{slash}{tail}")
 
 
 def parse_sentinel_url(url: str) -> SentinelTarget:
@@ -128,11 +132,16 @@ def _host_port(item: str) -> tuple[str, int]:
     return host, int(port) if port else DEFAULT_SENTINEL_PORT
 
 
-def _retry(times: int) -> Retry:
-    """A short retry budget (~0.35 s for 3): redis-py's default for a Sentinel-managed connection
-    asks the sentinels up to 10 times with backoff, ~4 s before a caller learns that Redis is
-    unreachable; the callers already retry on their own (or answer 503)."""
-    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), times)
+SENTINEL_TIMEOUT_SECONDS = 2.0  # a sentinel that accepts but does not answer: ask the next one
+
+
+def _retry() -> Retry:
+    """One retry, after a refused or broken connection only (a new primary may have been named
+    meanwhile). redis-py's default for a Sentinel-managed connection asks the sentinels up to 10
+    times with backoff, ~4 s before a caller learns that Redis is unreachable, and also retries
+    timeouts, sending again a command that may have been applied; the callers retry on their own
+    (or answer 503)."""
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 1, supported_errors=(ConnectionError,))
 
 
 def connect(url: str, *, timeout: float | None = None) -> Redis:
@@ -146,15 +155,15 @@ def connect(url: str, *, timeout: float | None = None) -> Redis:
     if not is_sentinel_url(url):
         return Redis.from_url(url, health_check_interval=30, **common)
     target = parse_sentinel_url(url)
+    # The sentinels are always asked with a time limit, even by a caller that waits on the primary
+    # without one (the worker): a sentinel that hangs must not hang the process.
+    ask = timeout if timeout is not None else SENTINEL_TIMEOUT_SECONDS
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(target.sentinels), sentinel_kwargs={**common, "retry": _retry(1), **target.sentinel_kwargs}
+        list(target.sentinels),
+        sentinel_kwargs={"socket_timeout": ask, "socket_connect_timeout": ask, "retry": _retry()}
+        | target.sentinel_kwargs,
     )
-    client = sentinel.master_for(  # type: ignore[no-untyped-call]
-        target.service_name,
-        redis_class=Redis,
-        health_check_interval=30,
-        retry=_retry(3),
-        **common,
-        **target.primary_kwargs,
-    )
+    # The URL's own options win over ours, as with Redis.from_url.
+    primary = {**common, "health_check_interval": 30, "retry": _retry()} | target.primary_kwargs
+    client = sentinel.master_for(target.service_name, redis_class=Redis, **primary)  # type: ignore[no-untyped-call]
     return cast(Redis, client)

@@ -42,6 +42,7 @@ for i = 0, n - 1 do
   redis.call('ZADD', KEYS[2], ARGV[5 + i * 3], ARGV[1] .. idx)
 end
 redis.call('PUBLISH', ARGV[3 + n * 3], ARGV[1])  -- workers drop queued firings at once (changes.py)
+if ARGV[4 + n * 3] ~= '' then redis.call('SREM', ARGV[4 + n * 3], ARGV[5 + n * 3]) end  -- delete: unpause
 return #old
 """
 
@@ -172,10 +173,12 @@ def replace(
     *,
     now: Callable[[], float] = time.time,
     cipher: HeaderCipher | None = None,
+    unpause: bool = False,
 ) -> tuple[int, list[StoredTrigger]]:
     """Replace the workspace's whole list; return (how many were removed, the new list).
 
     With `cipher`, header values are stored encrypted (the returned triggers hold them sealed).
+    With `unpause` (`delete`), the workspace's pause is lifted in the same script.
     """
     ts = now()
     # One random token per replace, made unique per trigger by its index: a version only has to
@@ -207,7 +210,7 @@ def replace(
     args: list[Any] = [keys.job_id(workspace_id, ""), len(stored)]
     for s in stored:
         args += [s.index, s.to_json(), repr(s.next_run_at)]
-    args.append(keys.CHANGED)
+    args += [keys.CHANGED, keys.PAUSED if unpause else "", workspace_id]
     with redis_errors():
         removed = run_script(conn, _REPLACE, [keys.workspace(workspace_id), keys.SCHEDULE], args)
     return int(removed), stored
@@ -218,9 +221,7 @@ def delete(conn: Redis, workspace_id: str) -> int:
 
     The workspace is gone: one created later under the same id starts unpaused (a replace, even
     with an empty list, keeps the pause)."""
-    removed, _ = replace(conn, workspace_id, [])
-    with redis_errors():
-        conn.srem(keys.PAUSED, workspace_id)
+    removed, _ = replace(conn, workspace_id, [], unpause=True)
     return removed
 
 

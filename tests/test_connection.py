@@ -4,6 +4,8 @@ primary is killed under the API and under a running scheduler and worker."""
 
 from __future__ import annotations
 
+import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -91,6 +93,13 @@ def test_every_supported_url_form_is_accepted(url: str) -> None:
     assert make_settings(url).redis_url == url
 
 
+def test_the_urls_own_options_win_over_the_callers() -> None:
+    client = connection.connect("redis+sentinel://h1,h2/svc/3?socket_timeout=5&health_check_interval=7", timeout=2)
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"], kwargs["db"]) == (5.0, 2, 3)
+    assert kwargs["health_check_interval"] == 7
+
+
 def test_unreachable_sentinels_are_a_503_not_a_hang() -> None:
     settings = make_settings(f"redis+sentinel://127.0.0.1:{free_port()}/{SERVICE}", redis_timeout_seconds=0.5)
     with TestClient(create_app(settings)) as c:
@@ -113,9 +122,19 @@ class SentinelSet:
     REPLICATION = ("--repl-diskless-sync-delay", "0")
 
     def __init__(self, tmp: Path) -> None:
-        self.primary = RedisServer(extra_args=self.REPLICATION).start()
+        # Their own directories: a replica writes the primary's snapshot to its working directory.
+        (tmp / "primary").mkdir()
+        (tmp / "replica").mkdir()
+        self.primary = RedisServer(extra_args=(*self.REPLICATION, "--dir", str(tmp / "primary"))).start()
         self.replica = RedisServer(
-            extra_args=(*self.REPLICATION, "--replicaof", "127.0.0.1", str(self.primary.port))
+            extra_args=(
+                *self.REPLICATION,
+                "--dir",
+                str(tmp / "replica"),
+                "--replicaof",
+                "127.0.0.1",
+                str(self.primary.port),
+            )
         ).start()
         wait_until(lambda: self.client(self.replica).info("replication")["master_link_status"] == "up", 10, "sync")
         self.port = free_port()
@@ -234,3 +253,31 @@ def test_scheduler_and_worker_keep_firing_across_a_failover(
     finally:
         procs.stop_all()
         conn.close()
+
+
+def test_a_sentinel_that_hangs_is_passed_over_even_without_a_timeout(sentinels: SentinelSet) -> None:
+    """The worker waits on the primary without a time limit; the sentinels are still asked with one."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
+        url = f"redis+sentinel://127.0.0.1:{silent.getsockname()[1]},127.0.0.1:{sentinels.port}/{SERVICE}/0"
+        client = connection.connect(url, timeout=None)
+        started = time.monotonic()
+        assert client.ping() is True
+        assert time.monotonic() - started < connection.SENTINEL_TIMEOUT_SECONDS + 3
+        client.close()
+
+
+def test_a_primary_that_hangs_is_a_503_within_twice_the_timeout(sentinels: SentinelSet) -> None:
+    settings = make_settings(sentinels.url, redis_timeout_seconds=0.5)
+    trigger = {"cron": "0 9 * * *", "url": "https://example.com/", "method": "GET"}
+    with TestClient(create_app(settings)) as c:
+        assert c.post(TRIGGERS, json={"triggers": [trigger]}).status_code == 200
+        assert sentinels.primary.process is not None
+        sentinels.primary.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            r = c.post(TRIGGERS, json={"triggers": [trigger]})
+            took = time.monotonic() - started
+        finally:
+            sentinels.primary.process.send_signal(signal.SIGCONT)
+        assert r.status_code == 503 and "may or may not have been made" in r.json()["error"]
+        assert took < 2 * 0.5 + 1.0  # one retry at most, and a command is never sent twice after a timeout

@@ -25,6 +25,7 @@ from rq import Queue, SimpleWorker
 from scheduler_api import delivery, firings, keys, scheduling, store, worker
 from scheduler_api.connection import connect
 from scheduler_api.errors import SettingsError
+from scheduler_api.redis_server import RedisServer
 from scheduler_api.settings import Settings
 from scheduler_api.triggers import Trigger
 
@@ -444,6 +445,25 @@ def test_a_definition_cjson_cannot_read_does_not_stop_the_tick(
     assert (result.fired, result.pushed) == (2, 1)
     _deliver(conn, settings)
     assert sorted(r.path for r in receiver.requests) == ["/bad", "/good"]
+
+
+def test_the_scheduler_loop_survives_redis_refusing_writes(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Out of memory under `noeviction` (DEPLOYMENT.md): every write is refused, from the
+    registration and the heartbeat to the tick's metrics; the loop logs and keeps going."""
+    with RedisServer() as server:
+        own = Redis.from_url(server.url)
+        settings = _settings(server.url)
+        store.replace(own, WS, [_trigger("https://example.com/", ONCE)], now=lambda: T)
+        own.config_set("maxmemory", 1)
+        sched = scheduling.TriggerScheduler(settings, connection=own, clock=lambda: T + 1.3)
+        with caplog.at_level("ERROR", logger="scheduler_api.scheduler"):
+            sched.run(burst=True)  # returns: no OutOfMemoryError escapes
+        assert "OOM" in caplog.text
+        own.config_set("maxmemory", 0)
+        sched.stopping = False
+        sched.run(burst=True)  # memory back: the due firing is committed
+        assert own.zcard(keys.OUTBOX) == 1
+        own.close()
 
 
 def test_the_scheduler_process_survives_a_failing_tick(

@@ -142,7 +142,14 @@ def test_a_bad_value_names_the_variable(
     assert value in message
 
 
-@pytest.mark.parametrize("url", ["http://user:hunter2@cache:6379/0", "redis+sentinel://:hunter2@s1,s2/svc/zero"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:hunter2@cache:6379/0",
+        "redis+sentinel://:hunter2@s1,s2/svc/zero",
+        "redis+sentinel://s1:notaport/svc?sentinel_password=hunter2",
+    ],
+)
 def test_a_bad_redis_url_is_named_without_its_password(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:
@@ -151,7 +158,7 @@ def test_a_bad_redis_url_is_named_without_its_password(
     with pytest.raises(SettingsError) as info:
         load_settings()
     message = str(info.value)
-    assert "REDIS_URL:" in message and ":***@" in message
+    assert "REDIS_URL:" in message and "***" in message
     assert "hunter2" not in message and "k" * 40 not in message
 
 
