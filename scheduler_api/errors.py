@@ -35,9 +35,11 @@ class StoreUnavailable(SchedulerApiError):
     """Redis could not be reached, did not answer in time, or refused the command for now.
 
     `maybe_done`: the command was sent and may have been carried out (a timeout), so the client
-    must not be told that nothing changed.
+    must not be told that nothing changed. `refused`: Redis answered, refusing the command for now
+    (out of memory, read-only).
     """
 
-    def __init__(self, message: str, *, maybe_done: bool = False) -> None:
+    def __init__(self, message: str, *, maybe_done: bool = False, refused: bool = False) -> None:
         super().__init__(message)
         self.maybe_done = maybe_done
+        self.refused = refused

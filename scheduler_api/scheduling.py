@@ -247,13 +247,13 @@ def push_outbox(conn: Redis, queue: Queue, settings: Settings, *, now: float) ->
 def _needing_a_job(conn: Redis, batch_ids: list[str]) -> list[str]:
     """Of `batch_ids` (due in the outbox), those with no RQ job that may still deliver them."""
     job_ids: list[bytes | None] = conn.hmget(keys.PUSHED, batch_ids)  # type: ignore[assignment]
-    pushed = [(bid, jid.decode()) for bid, jid in zip(batch_ids, job_ids, strict=True) if jid is not None]
-    if not pushed:
+    job_of = {bid: jid.decode() for bid, jid in zip(batch_ids, job_ids, strict=True) if jid is not None}
+    if not job_of:
         return batch_ids
     pipe = conn.pipeline(transaction=False)
-    for _, jid in pushed:
+    for jid in job_of.values():
         pipe.hget(Job.key_for(jid), "status")
-    statuses = dict(zip((bid for bid, _ in pushed), pipe.execute(), strict=True))
+    statuses = dict(zip(job_of, pipe.execute(), strict=True))
     out = []
     for bid in batch_ids:
         if bid not in statuses:
@@ -268,7 +268,7 @@ def _needing_a_job(conn: Redis, batch_ids: list[str]) -> list[str]:
         log.warning(
             "batch %s: its RQ job %s is %s without having taken the batch; pushing it again",
             bid,
-            dict(pushed)[bid],
+            job_of[bid],
             (status or b"gone").decode(),
         )
         out.append(bid)

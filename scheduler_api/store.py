@@ -147,17 +147,16 @@ def redis_errors() -> Iterator[None]:
         raise StoreUnavailable(f"Redis did not answer in time: {e}", maybe_done=True) from e
     except redis.ConnectionError as e:
         raise StoreUnavailable(f"Redis is unreachable: {e}") from e
-    except REFUSALS as e:
-        raise StoreUnavailable(f"Redis refused the command: {str(e)[:200]}") from e
     except redis.ResponseError as e:
-        if str(e).split(" ", 1)[0] in REFUSAL_CODES:
-            raise StoreUnavailable(f"Redis refused the command: {str(e)[:200]}") from e
+        if isinstance(e, REFUSALS) or str(e).split(" ", 1)[0] in REFUSAL_CODES:
+            raise StoreUnavailable(f"Redis refused the command: {str(e)[:200]}", refused=True) from e
         raise
 
 
 # Answers of a Redis that works but cannot take the command now: out of memory, a replica after a
-# failover, loading its data, no good replicas, failing to persist.
-REFUSALS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError)
+# failover, loading its data, no good replicas, failing to persist. (Loading, BusyLoadingError, is
+# a ConnectionError in redis-py: it reads as unreachable.)
+REFUSALS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
 REFUSAL_CODES = {"OOM", "READONLY", "LOADING", "MASTERDOWN", "NOREPLICAS", "MISCONF", "TRYAGAIN", "BUSY"}
 
 

@@ -88,7 +88,7 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("redis unavailable: %s", exc)
     if isinstance(exc, redis.TimeoutError) or (isinstance(exc, StoreUnavailable) and exc.maybe_done):
         message = "Redis did not answer in time; the change may or may not have been made, check before retrying"
-    elif isinstance(exc, StoreUnavailable) and str(exc).startswith("Redis refused"):
+    elif isinstance(exc, StoreUnavailable) and exc.refused:
         message = "Redis is refusing writes for now (out of memory, read-only or loading); nothing was changed"
     else:
         message = "Redis is unavailable; nothing was changed, try again later"
