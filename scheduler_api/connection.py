@@ -135,12 +135,17 @@ def _host_port(item: str) -> tuple[str, int]:
 SENTINEL_TIMEOUT_SECONDS = 2.0  # a sentinel that accepts but does not answer: ask the next one
 
 
-def _retry() -> Retry:
-    """One retry, after a refused or broken connection only (a new primary may have been named
-    meanwhile). redis-py's default for a Sentinel-managed connection asks the sentinels up to 10
-    times with backoff, ~4 s before a caller learns that Redis is unreachable, and also retries
-    timeouts, sending again a command that may have been applied; the callers retry on their own
-    (or answer 503)."""
+def _retry(*, through_a_failover: bool = False) -> Retry:
+    """Retries after a refused or broken connection only (a new primary may have been named
+    meanwhile), never after a timeout: the command may have been applied, and sending it again
+    would apply it twice. redis-py's default for a Sentinel-managed connection also retries
+    timeouts, up to 10 times (a frozen primary took 4x the caller's timeout).
+
+    One retry for callers with a time limit (the API answers 503 soon, the scheduler ticks
+    again). `through_a_failover`: for the worker, whose RQ loop quits on a Redis error outside its
+    dequeue: six retries with backoff, ~8 s, longer than a failover takes."""
+    if through_a_failover:
+        return Retry(ExponentialWithJitterBackoff(base=0.25, cap=2.0), 6, supported_errors=(ConnectionError,))
     return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 1, supported_errors=(ConnectionError,))
 
 
@@ -149,7 +154,8 @@ def connect(url: str, *, timeout: float | None = None) -> Redis:
 
     It returns bytes, as RQ needs. With `timeout`, connecting and each command give up after that
     many seconds (the sentinels are asked with the same limits), so a caller answers
-    "unavailable" quickly instead of hanging.
+    "unavailable" quickly instead of hanging. Without it (the worker), a Sentinel-managed
+    connection rides out a failover (`_retry`).
     """
     common: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     if not is_sentinel_url(url):
@@ -164,6 +170,7 @@ def connect(url: str, *, timeout: float | None = None) -> Redis:
         | target.sentinel_kwargs,
     )
     # The URL's own options win over ours, as with Redis.from_url.
-    primary = {**common, "health_check_interval": 30, "retry": _retry()} | target.primary_kwargs
+    retry = _retry(through_a_failover=timeout is None)
+    primary = {**common, "health_check_interval": 30, "retry": retry} | target.primary_kwargs
     client = sentinel.master_for(target.service_name, redis_class=Redis, **primary)  # type: ignore[no-untyped-call]
     return cast(Redis, client)
