@@ -38,7 +38,7 @@ from bench.common import (
     stop_all,
     summary,
 )
-from scheduler_api.redis_server import RedisServer
+from scheduler_api.embedded_redis import RedisServer
 
 WARMUP_PER_CLIENT = 5
 MAX_REQUESTS = 1_000_000

@@ -6,9 +6,9 @@ three times:
 
 1. ``aiohttp``       a plain ``aiohttp.ClientSession`` (its default pool of 100 connections);
 2. ``httpx (worker)`` the httpx client exactly as the worker builds it,
-   ``scheduler_api.delivery.DeliveryRuntime(settings).client()`` on that runtime's loop, with the
+   ``scheduler_api.delivery.batch.DeliveryRuntime(settings).client()`` on that runtime's loop, with the
    settings from the environment (its pool is ``WORKER_CONCURRENCY`` connections);
-3. ``delivery.send`` the worker's own per-request code (`scheduler_api.sending.send`: headers,
+3. ``delivery.send`` the worker's own per-request code (`scheduler_api.delivery.attempt.send`: headers,
    JSON body, timeout, streamed excerpt) over that same client, with no Redis or RQ around it.
 
 Every request is a POST of a small JSON body with the headers a delivery carries. Other figures
@@ -42,10 +42,11 @@ from bench.common import (
     self_cpu_seconds,
     summary,
 )
-from scheduler_api import delivery, sending
-from scheduler_api.firings import Firing
+from scheduler_api.delivery import attempt as sending
+from scheduler_api.delivery import batch as delivery
 from scheduler_api.settings import Settings, load_settings
-from scheduler_api.store import StoredTrigger
+from scheduler_api.storage.firings import Firing
+from scheduler_api.storage.triggers import StoredTrigger
 
 WARMUP = 200
 HEADERS_ROW = [

@@ -21,7 +21,7 @@ from typing import Any
 
 from redis import Redis
 
-from scheduler_api.redis_server import free_port
+from scheduler_api.embedded_redis import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"

@@ -65,9 +65,9 @@ from bench.common import (
     wait_until,
 )
 from scheduler_api import cron as cronlib
-from scheduler_api import keys
-from scheduler_api.redis_server import RedisServer
+from scheduler_api.embedded_redis import RedisServer
 from scheduler_api.settings import Settings
+from scheduler_api.storage import keys
 
 DEFAULT_MAX_PER_WORKSPACE = 1000
 POLL_SECONDS = 0.5

@@ -2,12 +2,12 @@
 ``python -m bench.worker``.
 
 Starts a private redis-server and the receiver (its own process, as in `bench.firing`), registers
-``--triggers`` triggers due every minute at second 0 (through `scheduler_api.store`, not the API),
+``--triggers`` triggers due every minute at second 0 (through `scheduler_api.storage.triggers`, not the API),
 then ``--rounds`` times: one scheduler tick at an injected due time, which writes every firing
-into batches and RQ jobs, then `scheduler_api.worker.run_worker` in burst mode in this process
+into batches and RQ jobs, then `scheduler_api.delivery.worker.run_worker` in burst mode in this process
 until the queue is empty. It prints the CPU this process spent per delivery in each round and
 the deliveries per second. The first round parses every trigger for the first time (what
-prefetching does ahead of due times in a running worker, see scheduler_api.prefetch); later
+prefetching does ahead of due times in a running worker, see scheduler_api.storage.prefetch); later
 rounds are the steady state. The worker is tuned as `scheduler-api worker` tunes it (gc).
 
 This isolates the worker's own cost from the scheduler's, which `bench.firing` cannot; it is
@@ -37,11 +37,13 @@ from bench.common import (
     save,
     self_cpu_seconds,
 )
-from scheduler_api import connection, scheduling, store
-from scheduler_api.redis_server import RedisServer
+from scheduler_api.delivery.worker import run_worker, tune_gc
+from scheduler_api.embedded_redis import RedisServer
+from scheduler_api.engine import scheduler as scheduling
 from scheduler_api.settings import load_settings
+from scheduler_api.storage import connection
+from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
-from scheduler_api.worker import run_worker, tune_gc
 
 WORKSPACES = 10
 

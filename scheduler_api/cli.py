@@ -1,8 +1,8 @@
 """`scheduler-api serve | worker | scheduler | dev`: the service's processes.
 
 * ``serve``     the HTTP API under uvicorn on ``$HOST:$PORT``;
-* ``worker``    a delivery worker (`scheduler_api.worker`);
-* ``scheduler`` the scheduler (`scheduler_api.scheduling`); run several for high availability;
+* ``worker``    a delivery worker (`scheduler_api.delivery.worker`);
+* ``scheduler`` the scheduler (`scheduler_api.engine.scheduler`); run several for high availability;
 * ``rotate-secrets``  re-encrypt stored header values with the first ``SECRETS_KEY`` key;
 * ``dev``       all three as child processes, with an embedded Redis when none is configured
                 or answering on localhost:6379 (persisted under ``--data-dir``). Ctrl-C stops all.
@@ -65,9 +65,9 @@ def serve(settings: Settings) -> None:
 
 
 def worker(settings: Settings, burst: bool = False) -> None:
-    from scheduler_api.connection import connect
+    from scheduler_api.delivery.worker import run_worker, tune_gc
     from scheduler_api.logs import setup_logging
-    from scheduler_api.worker import run_worker, tune_gc
+    from scheduler_api.storage.connection import connect
 
     setup_logging(settings)
     tune_gc()
@@ -75,18 +75,18 @@ def worker(settings: Settings, burst: bool = False) -> None:
 
 
 def scheduler(settings: Settings) -> None:
-    from scheduler_api.connection import connect
+    from scheduler_api.engine.scheduler import TriggerScheduler
     from scheduler_api.logs import setup_logging
-    from scheduler_api.scheduling import TriggerScheduler
+    from scheduler_api.storage.connection import connect
 
     setup_logging(settings)
     TriggerScheduler(settings, connection=connect(settings.redis_url, timeout=10)).run()
 
 
 def rotate_secrets(settings: Settings) -> int:
-    from scheduler_api.connection import connect
-    from scheduler_api.secrets import HeaderCipher
-    from scheduler_api.store import rotate_secrets as rotate
+    from scheduler_api.header_crypto import HeaderCipher
+    from scheduler_api.storage.connection import connect
+    from scheduler_api.storage.triggers import rotate_secrets as rotate
 
     if not settings.secrets_key:
         print("scheduler-api: SECRETS_KEY is not set: nothing to encrypt with", file=sys.stderr)
@@ -97,7 +97,7 @@ def rotate_secrets(settings: Settings) -> int:
 
 
 def dev(settings: Settings, *, data_dir: Path, embedded: bool) -> int:
-    from scheduler_api.redis_server import RedisServer, answers
+    from scheduler_api.embedded_redis import RedisServer, answers
 
     redis_server: RedisServer | None = None
     redis_url = settings.redis_url

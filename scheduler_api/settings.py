@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     # Firings per RQ job: one job carries up to this many firings, delivered concurrently.
     scheduler_batch_size: int = Field(500, ge=1, le=10_000)
     # An idle worker or scheduler parses the triggers due within this many seconds ahead of time
-    # (scheduler_api.prefetch); 0 turns it off.
+    # (scheduler_api.storage.prefetch); 0 turns it off.
     prefetch_seconds: float = Field(10.0, ge=0, le=300)
 
     completed_keep_seconds: int = Field(86_400, ge=0)
@@ -84,13 +84,13 @@ class Settings(BaseSettings):
     # unless this is true or they match TARGET_ALLOWLIST (host names or CIDRs, comma-separated).
     allow_private_targets: bool = False
     target_allowlist: str = ""
-    # Fernet key(s) encrypting header values at rest; the first encrypts (scheduler_api.secrets).
+    # Fernet key(s) encrypting header values at rest; the first encrypts (scheduler_api.header_crypto).
     secrets_key: str | None = Field(None, repr=False)
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        from scheduler_api.connection import check_url
+        from scheduler_api.storage.connection import check_url
 
         check_url(value)  # the message never quotes the URL: it may hold a password
         return value
@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     def _secrets_key(cls, value: str | None) -> str | None:
         if not value:
             return None
-        from scheduler_api.secrets import HeaderCipher
+        from scheduler_api.header_crypto import HeaderCipher
 
         HeaderCipher(value)
         return value
@@ -153,7 +153,7 @@ def _shown(name: str, value: Any) -> str:
     if name in ("API_KEYS", "SECRETS_KEY", "SIGNING_SECRETS"):
         return "<hidden>"
     if name == "REDIS_URL" and isinstance(value, str):
-        from scheduler_api.connection import redacted
+        from scheduler_api.storage.connection import redacted
 
         return repr(redacted(value))
     return repr(value)

@@ -23,12 +23,12 @@ from processes import Procs
 from redis import Redis
 from rq import Queue
 
-from scheduler_api import scheduling
 from scheduler_api.api import create_app
-from scheduler_api.connection import connect
-from scheduler_api.redis_server import RedisServer
+from scheduler_api.delivery.worker import DeliveryWorker, run_worker
+from scheduler_api.embedded_redis import RedisServer
+from scheduler_api.engine import scheduler as scheduling
 from scheduler_api.settings import Settings
-from scheduler_api.worker import DeliveryWorker, run_worker
+from scheduler_api.storage.connection import connect
 
 
 @pytest.fixture

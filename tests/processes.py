@@ -23,7 +23,7 @@ from typing import Any
 from redis import Redis
 from rq import Worker
 
-from scheduler_api import keys
+from scheduler_api.storage import keys
 
 ROOT = Path(__file__).resolve().parents[1]
 DELIVERY_TIMEOUT = 5.0

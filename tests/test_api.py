@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from scheduler_api.api import create_app
-from scheduler_api.redis_server import RedisServer, free_port
+from scheduler_api.embedded_redis import RedisServer, free_port
 from scheduler_api.settings import Settings
 
 BASE = "/api/workspaces"

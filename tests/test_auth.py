@@ -25,8 +25,8 @@ from redis import Redis
 
 from scheduler_api import auth
 from scheduler_api.api import create_app
+from scheduler_api.embedded_redis import free_port
 from scheduler_api.errors import SettingsError
-from scheduler_api.redis_server import free_port
 from scheduler_api.settings import Settings, load_settings
 
 ADMIN = "admin-key-0123456789_abc"  # every workspace

@@ -1,4 +1,4 @@
-"""scheduler_api.changes: the worker hears of every replace and delete, and of a lost subscription."""
+"""scheduler_api.delivery.changes: the worker hears of every replace and delete, and of a lost subscription."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any
 
 from redis import Redis
 
-from scheduler_api import changes, store
-from scheduler_api.changes import ChangeWatch
+from scheduler_api.delivery import changes
+from scheduler_api.delivery.changes import ChangeWatch
+from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
 
 

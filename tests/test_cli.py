@@ -17,9 +17,9 @@ import httpx
 import pytest
 from redis import Redis
 
-from scheduler_api import store
-from scheduler_api.redis_server import answers, free_port
+from scheduler_api.embedded_redis import answers, free_port
 from scheduler_api.settings import Settings
+from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
 
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}

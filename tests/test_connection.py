@@ -1,4 +1,4 @@
-"""Redis URLs and Sentinel (scheduler_api.connection): the URL forms, what is refused at startup,
+"""Redis URLs and Sentinel (scheduler_api.storage.connection): the URL forms, what is refused at startup,
 and a real Sentinel set (a primary, a replica and a sentinel, as processes on free ports) whose
 primary is killed under the API and under a running scheduler and worker."""
 
@@ -19,9 +19,10 @@ from processes import Procs, header, scheduled_second, snapshot, start_scheduler
 from pydantic import ValidationError
 from redis import Redis
 
-from scheduler_api import connection, store
 from scheduler_api.api import create_app
-from scheduler_api.redis_server import RedisServer, find_binary, free_port
+from scheduler_api.embedded_redis import RedisServer, find_binary, free_port
+from scheduler_api.storage import connection
+from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
 
 SERVICE = "svc"

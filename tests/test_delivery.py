@@ -27,8 +27,14 @@ from conftest import make_engine_settings as _settings
 from redis import Redis
 from rq import Queue, SimpleWorker
 
-from scheduler_api import __version__, cron, delivery, firings, keys, scheduling, sending, store, worker
+from scheduler_api import __version__, cron
+from scheduler_api.delivery import attempt as sending
+from scheduler_api.delivery import batch as delivery
+from scheduler_api.delivery import worker
+from scheduler_api.engine import scheduler as scheduling
 from scheduler_api.settings import Settings
+from scheduler_api.storage import firings, keys
+from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
 
 T = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a whole hour
@@ -306,7 +312,7 @@ def test_no_retries_means_exactly_one_attempt(conn: Redis, redis_url: str, queue
 
 def test_connection_refused_is_a_failed_attempt(conn: Redis, redis_url: str, queue: Queue) -> None:
     settings = _settings(redis_url, delivery_max_retries=0)
-    from scheduler_api.redis_server import free_port
+    from scheduler_api.embedded_redis import free_port
 
     due = _fire_now(conn, queue, settings, [_trigger(f"http://127.0.0.1:{free_port()}/x")])
     _deliver(conn, settings)

@@ -36,8 +36,11 @@ from processes import (
 from redis import Redis
 from rq import Queue
 
-from scheduler_api import __version__, keys, scheduling, store
+from scheduler_api import __version__
+from scheduler_api.engine import scheduler as scheduling
 from scheduler_api.settings import Settings
+from scheduler_api.storage import keys
+from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
 
 EVERY_SECOND = "* * * * * *"

@@ -27,8 +27,10 @@ from redis import Redis
 from rq import Queue
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from scheduler_api import cron, keys, scheduling
+from scheduler_api import cron
 from scheduler_api.api import create_app
+from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.storage import keys
 
 KEY = "fuzz-key-0123456789abcdef"
 
@@ -304,7 +306,7 @@ url_hosts = st.text(
 def test_every_url_the_api_accepts_is_one_the_worker_can_send(host: str, path: str, scheme: str) -> None:
     """The worker parses urls with httpx, whose host rules (IDNA) are stricter than urllib's:
     validation must not let through an url that would then fail at every firing."""
-    from scheduler_api.transport import aiohttp_url
+    from scheduler_api.delivery.http import aiohttp_url
     from scheduler_api.triggers import url_problem
 
     url = f"{scheme}://{host}/{path}"

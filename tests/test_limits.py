@@ -13,10 +13,13 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue
 
-from scheduler_api import firings, keys, scheduling, store, worker
 from scheduler_api.api import create_app
+from scheduler_api.delivery import worker
+from scheduler_api.engine import scheduler as scheduling
 from scheduler_api.errors import SettingsError
 from scheduler_api.settings import Settings, load_settings
+from scheduler_api.storage import firings, keys
+from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
 
 WS = "ws"

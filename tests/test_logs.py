@@ -10,8 +10,10 @@ from processes import Procs, start_worker, stop, wait_until
 from redis import Redis
 from rq import Queue
 
-from scheduler_api import firings, scheduling, store
+from scheduler_api.engine import scheduler as scheduling
 from scheduler_api.settings import Settings
+from scheduler_api.storage import firings
+from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
 
 SECRET = "top-secret-header-value"

@@ -11,9 +11,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from rq import Queue
 
-from scheduler_api import scheduling, store, worker
 from scheduler_api.api import create_app
+from scheduler_api.delivery import worker
+from scheduler_api.engine import scheduler as scheduling
 from scheduler_api.settings import Settings
+from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
 
 T = 1_800_000_000.0  # 2027-01-15T08:00:00Z, in the future of the real clock

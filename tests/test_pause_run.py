@@ -22,9 +22,12 @@ from processes import Procs, start_scheduler, start_worker, wait_until
 from redis import Redis
 from rq import Queue
 
-from scheduler_api import firings, history, keys, scheduling, store, worker
 from scheduler_api.cron import iso
+from scheduler_api.delivery import worker
+from scheduler_api.engine import scheduler as scheduling
 from scheduler_api.settings import Settings
+from scheduler_api.storage import firings, history, keys
+from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
 
 T = 1_800_000_000.0  # 2027-01-15T08:00:00Z, in the future of the real clock

@@ -1,4 +1,4 @@
-"""scheduler_api.prefetch: what an idle worker or scheduler parses ahead of due times.
+"""scheduler_api.storage.prefetch: what an idle worker or scheduler parses ahead of due times.
 
 Prefetching only fills caches, so these tests watch what it parses (through its `warm` hook and
 the caches themselves) and that it stays out of the way: only entries due within the lookahead,
@@ -16,9 +16,14 @@ from conftest import make_engine_settings
 from redis import Redis
 from rq import Queue
 
-from scheduler_api import connection, delivery, prefetch, scheduling, sending, store, transport
-from scheduler_api.prefetch import Prefetcher
-from scheduler_api.store import StoredTrigger
+from scheduler_api.delivery import attempt as sending
+from scheduler_api.delivery import batch as delivery
+from scheduler_api.delivery import http as transport
+from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.storage import connection, prefetch
+from scheduler_api.storage import triggers as store
+from scheduler_api.storage.prefetch import Prefetcher
+from scheduler_api.storage.triggers import StoredTrigger
 from scheduler_api.triggers import Trigger
 
 T = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a whole minute

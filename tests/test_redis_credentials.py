@@ -17,9 +17,12 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue
 
-from scheduler_api import connection, firings, scheduling, store, worker
 from scheduler_api.api import create_app
-from scheduler_api.redis_server import RedisServer
+from scheduler_api.delivery import worker
+from scheduler_api.embedded_redis import RedisServer
+from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.storage import connection, firings
+from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
 
 PASSWORD = "s3cret-redis-Passw0rd"

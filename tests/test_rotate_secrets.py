@@ -10,8 +10,9 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 from redis import Redis
 
-from scheduler_api import keys, store
-from scheduler_api.secrets import HeaderCipher
+from scheduler_api.header_crypto import HeaderCipher
+from scheduler_api.storage import keys
+from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,10 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue
 
-from scheduler_api import cron, scheduling, store
+from scheduler_api import cron
+from scheduler_api.engine import scheduler as scheduling
 from scheduler_api.settings import Settings
+from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
 
 SECRET = "Bearer sk-Very-Secret-Header-Value"

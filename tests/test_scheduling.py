@@ -22,11 +22,15 @@ from conftest import make_engine_settings as _settings
 from redis import Redis
 from rq import Queue, SimpleWorker
 
-from scheduler_api import delivery, firings, keys, scheduling, store, worker
-from scheduler_api.connection import connect
+from scheduler_api.delivery import batch as delivery
+from scheduler_api.delivery import worker
+from scheduler_api.embedded_redis import RedisServer
+from scheduler_api.engine import scheduler as scheduling
 from scheduler_api.errors import SettingsError
-from scheduler_api.redis_server import RedisServer
 from scheduler_api.settings import Settings
+from scheduler_api.storage import firings, keys
+from scheduler_api.storage import triggers as store
+from scheduler_api.storage.connection import connect
 from scheduler_api.triggers import Trigger
 
 T = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a whole hour

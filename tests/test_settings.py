@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from scheduler_api.embedded_redis import free_port
 from scheduler_api.errors import SettingsError
-from scheduler_api.redis_server import free_port
 from scheduler_api.settings import Settings, load_settings
 
 ENV_NAMES = [name.upper() for name in Settings.model_fields]

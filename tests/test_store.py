@@ -1,4 +1,4 @@
-"""`scheduler_api.store`: replace / list / delete against a real (private) Redis."""
+"""`scheduler_api.storage.triggers`: replace / list / delete against a real (private) Redis."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from scheduler_api import connection, cron, keys, store
+from scheduler_api import cron
+from scheduler_api.embedded_redis import free_port
 from scheduler_api.errors import StoreUnavailable
-from scheduler_api.redis_server import free_port
+from scheduler_api.storage import connection, keys
+from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
 
 NOW = 1_767_603_540.0  # 2026-01-05T08:59:00Z, a Monday

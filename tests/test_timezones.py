@@ -20,8 +20,12 @@ from croniter import croniter
 from redis import Redis
 from rq import Queue
 
-from scheduler_api import cron, firings, keys, scheduling, store, worker
+from scheduler_api import cron
+from scheduler_api.delivery import worker
+from scheduler_api.engine import scheduler as scheduling
 from scheduler_api.settings import Settings
+from scheduler_api.storage import firings, keys
+from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
 
 NY = "America/New_York"

@@ -1,11 +1,11 @@
-"""scheduler_api.worker: process-wide tuning of the worker (its delivery behaviour is tested in
+"""scheduler_api.delivery.worker: process-wide tuning of the worker (its delivery behaviour is tested in
 test_delivery and, as real processes, in test_engine_processes)."""
 
 from __future__ import annotations
 
 import gc
 
-from scheduler_api import worker
+from scheduler_api.delivery import worker
 
 
 def test_tune_gc_freezes_start_up_objects_and_raises_the_young_threshold() -> None:

@@ -28,15 +28,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scheduler_api import __version__, connection, store
-from scheduler_api.api.controls import controls
-from scheduler_api.api.routes import api, router
+from scheduler_api import __version__
+from scheduler_api.api.routes.triggers import api, router
+from scheduler_api.api.routes.workspaces import controls
 from scheduler_api.auth import ApiKey, authorize, parse_api_keys
 from scheduler_api.errors import InvalidRequest, SettingsError, StoreUnavailable
+from scheduler_api.header_crypto import HeaderCipher
 from scheduler_api.metrics import RedisCollector
-from scheduler_api.secrets import HeaderCipher
 from scheduler_api.settings import Settings
 from scheduler_api.ssrf import TargetPolicy
+from scheduler_api.storage import connection
+from scheduler_api.storage import triggers as store
 
 log = logging.getLogger("scheduler_api.api")
 

@@ -3,7 +3,7 @@
 `run_batch(batch_id)` is the RQ job function. It runs under our `scheduler-api worker` (no fork,
 one event loop and one shared `httpx.AsyncClient` kept across jobs) and under the plain
 `rq worker` command as well (then each job builds its own loop and client). What one attempt
-sends and how its outcome is judged is in `scheduler_api.sending`; in short:
+sends and how its outcome is judged is in `scheduler_api.delivery.attempt`; in short:
 
 * a 2xx answer is delivered;
 * any other status (3xx included, redirects are not followed), a timeout of the whole exchange
@@ -16,7 +16,7 @@ Rules of the batch:
 * a firing whose trigger was removed or replaced since it was scheduled is **dropped** unsent:
   a replace or delete takes effect for every firing not yet started. A batch being delivered
   reads the definitions again, for its firings still waiting for a free slot, as soon as the
-  worker hears of a change (scheduler_api.changes, about a millisecond after the API's answer)
+  worker hears of a change (scheduler_api.delivery.changes, about a millisecond after the API's answer)
   and in any case every 0.25 s;
 * at most `WORKER_CONCURRENCY` requests are in flight; the client connects only to addresses the
   SSRF guard allows (scheduler_api.ssrf), checked after DNS resolution;
@@ -40,15 +40,17 @@ import aiohttp
 from redis import Redis
 
 from scheduler_api import cron as cronlib
-from scheduler_api import firings, keys, metrics, sending
-from scheduler_api.changes import ChangeWatch
-from scheduler_api.firings import Firing, Outcome, Retention
-from scheduler_api.secrets import HeaderCipher, SecretsError, open_headers
-from scheduler_api.sending import Attempt, SendOptions, classify, send
+from scheduler_api import metrics
+from scheduler_api.delivery import attempt as sending
+from scheduler_api.delivery.attempt import Attempt, SendOptions, classify, send
+from scheduler_api.delivery.changes import ChangeWatch
+from scheduler_api.delivery.http import DeliveryClient, DeliveryTransport
+from scheduler_api.header_crypto import HeaderCipher, SecretsError, open_headers
 from scheduler_api.settings import Settings, load_settings
 from scheduler_api.ssrf import GuardedResolver
-from scheduler_api.store import StoredTrigger, load_definitions
-from scheduler_api.transport import DeliveryClient, DeliveryTransport
+from scheduler_api.storage import firings, keys
+from scheduler_api.storage.firings import Firing, Outcome, Retention
+from scheduler_api.storage.triggers import StoredTrigger, load_definitions
 
 log = logging.getLogger("scheduler_api.delivery")
 
@@ -113,7 +115,7 @@ class DeliveryRuntime:
         self.loop.close()
 
     def warm(self, trigger: StoredTrigger) -> None:
-        """Prefetching's hook (scheduler_api.prefetch): `sending.warm` with this worker's options."""
+        """Prefetching's hook (scheduler_api.storage.prefetch): `sending.warm` with this worker's options."""
         sending.warm(trigger, self.options)
 
     def run_batch(self, conn: Redis, batch_id: str) -> dict[str, int]:

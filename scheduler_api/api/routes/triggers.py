@@ -10,7 +10,6 @@ from fastapi.responses import JSONResponse
 from redis import Redis
 
 from scheduler_api import cron as cronlib
-from scheduler_api import store
 from scheduler_api.api.schemas import (
     ERRORS,
     DeleteResponse,
@@ -22,6 +21,7 @@ from scheduler_api.api.schemas import (
 from scheduler_api.errors import InvalidRequest
 from scheduler_api.settings import Settings
 from scheduler_api.ssrf import TargetPolicy
+from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import WORKSPACE_ID, ReplaceTriggers, check_limits
 
 router = APIRouter()

@@ -26,9 +26,9 @@ import redis
 from redis import Redis
 
 from scheduler_api import cron as cronlib
-from scheduler_api import keys
 from scheduler_api.errors import StoreUnavailable
-from scheduler_api.secrets import HeaderCipher
+from scheduler_api.header_crypto import HeaderCipher
+from scheduler_api.storage import keys
 from scheduler_api.triggers import Trigger
 
 _REPLACE = """

@@ -36,11 +36,11 @@ import httpx
 
 from scheduler_api import __version__, signing
 from scheduler_api import cron as cronlib
-from scheduler_api.firings import Firing, Outcome
+from scheduler_api.delivery.http import DeliveryClient, aiohttp_url
 from scheduler_api.settings import Settings
 from scheduler_api.ssrf import TargetPolicy, blocked_in_chain
-from scheduler_api.store import StoredTrigger, compact_json
-from scheduler_api.transport import DeliveryClient, aiohttp_url
+from scheduler_api.storage.firings import Firing, Outcome
+from scheduler_api.storage.triggers import StoredTrigger, compact_json
 from scheduler_api.triggers import BODY_METHODS
 
 log = logging.getLogger("scheduler_api.delivery")
@@ -113,7 +113,7 @@ def refused_host(url: httpx.URL, policy: TargetPolicy) -> str | None:
 
 
 def warm(trigger: StoredTrigger, options: SendOptions) -> None:
-    """Parse ahead what a delivery of `trigger` parses (scheduler_api.prefetch): its url for httpx,
+    """Parse ahead what a delivery of `trigger` parses (scheduler_api.storage.prefetch): its url for httpx,
     the SSRF check and aiohttp, and its payload; into the caches `send` reads."""
     try:
         url = parsed_url(trigger.url)

@@ -21,7 +21,7 @@ Firings (written by the scheduler and the workers):
   ``sa:hist:{ws}``           sorted set: firing id by scheduled time, the history's order and cap
   ``sa:done:{ws}`` / ``sa:failed:{ws}``  firing ids by finish time, trimmed by retention
 
-Changes (pub/sub channel, scheduler_api.changes):
+Changes (pub/sub channel, scheduler_api.delivery.changes):
   ``sa:changed``             one message per replace or delete, the workspace's jobId prefix
 
 Metrics (scheduler_api.metrics):

@@ -10,8 +10,8 @@ outcomes are written and the firings not started go back to the outbox for anoth
 A second signal is rq's cold shutdown.
 
 While idle (between jobs) a thread parses the triggers due within `PREFETCH_SECONDS`
-(scheduler_api.prefetch); it waits whenever a batch is being delivered. Another thread listens
-for trigger changes (scheduler_api.changes), so a running batch drops the firings of a trigger
+(scheduler_api.storage.prefetch); it waits whenever a batch is being delivered. Another thread listens
+for trigger changes (scheduler_api.delivery.changes), so a running batch drops the firings of a trigger
 replaced or deleted meanwhile before starting them.
 """
 
@@ -26,10 +26,10 @@ from typing import Any
 from redis import Redis
 from rq import Queue, SimpleWorker
 
-from scheduler_api import delivery
-from scheduler_api.changes import ChangeWatch
-from scheduler_api.prefetch import Prefetcher, run_in_thread
+from scheduler_api.delivery import batch as delivery
+from scheduler_api.delivery.changes import ChangeWatch
 from scheduler_api.settings import Settings
+from scheduler_api.storage.prefetch import Prefetcher, run_in_thread
 
 log = logging.getLogger("scheduler_api.worker")
 

@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 from redis import Redis
 
-from scheduler_api import keys
-from scheduler_api.store import StoredTrigger, load_definitions
+from scheduler_api.storage import keys
+from scheduler_api.storage.triggers import StoredTrigger, load_definitions
 
 log = logging.getLogger("scheduler_api.prefetch")
 

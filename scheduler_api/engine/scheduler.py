@@ -18,7 +18,7 @@ because rq-scheduler's own one, as measured in issue #3:
     one is later than that, it is recorded as ``missed`` and logged, and nothing fires.
 
 Between ticks the scheduler parses the definitions due within `PREFETCH_SECONDS`
-(scheduler_api.prefetch), stopping in time for the next tick, and applies retention to the
+(scheduler_api.storage.prefetch), stopping in time for the next tick, and applies retention to the
 workspaces that get no new records (`sweep_step`: a pass starts every minute, 2,000 keys per poll).
 
 Failure rules: any error in a tick (Redis unreachable, Redis refusing writes, a bug) is logged
@@ -44,10 +44,11 @@ from rq.job import Job
 from rq_scheduler import Scheduler
 
 from scheduler_api import cron as cronlib
-from scheduler_api import firings, keys, metrics
-from scheduler_api.prefetch import Prefetcher
+from scheduler_api import metrics
 from scheduler_api.settings import Settings
-from scheduler_api.store import load_definitions, paused_among
+from scheduler_api.storage import firings, keys
+from scheduler_api.storage.prefetch import Prefetcher
+from scheduler_api.storage.triggers import load_definitions, paused_among
 
 log = logging.getLogger("scheduler_api.scheduler")
 
@@ -213,7 +214,7 @@ def batch_job_timeout(settings: Settings) -> int:
 def push_outbox(conn: Redis, queue: Queue, settings: Settings, *, now: float) -> int:
     """Push the batches waiting in the outbox to RQ, one job each; return how many were pushed.
 
-    A batch stays in the outbox until a worker claims it (scheduler_api.firings), and comes due
+    A batch stays in the outbox until a worker claims it (scheduler_api.storage.firings), and comes due
     here again every `OUTBOX_RETRY_SECONDS`. One already pushed is pushed again unless its RQ job
     is still queued (so: failed, removed, or started without claiming the batch): a batch is never
     left to an RQ job that will not deliver it. Pushing twice is harmless: the second job finds the
@@ -229,7 +230,7 @@ def push_outbox(conn: Redis, queue: Queue, settings: Settings, *, now: float) ->
             with conn.pipeline(transaction=True) as pipe:
                 for bid in to_push:
                     job = queue.enqueue_call(
-                        "scheduler_api.delivery.run_batch",
+                        "scheduler_api.delivery.batch.run_batch",
                         args=(bid,),
                         timeout=batch_job_timeout(settings),
                         result_ttl=0,
@@ -276,7 +277,7 @@ def _needing_a_job(conn: Redis, batch_ids: list[str]) -> list[str]:
 
 
 def sweep_step(conn: Redis, settings: Settings, *, now: float, cursor: int = 0) -> tuple[int, int]:
-    """One step of the retention sweep (scheduler_api.firings.sweep) over the workspaces with a
+    """One step of the retention sweep (scheduler_api.storage.firings.sweep) over the workspaces with a
     history; return (the cursor of the next step, 0 when the sweep is complete; histories dropped)."""
     cursor, found = conn.scan(cursor, match=keys.HISTORY_PREFIX + "*", count=SWEEP_SCAN_COUNT)
     n = len(keys.HISTORY_PREFIX)
@@ -326,7 +327,7 @@ class TriggerScheduler(Scheduler):  # type: ignore[misc]
     ) -> list[Any]:
         # The stock implementation fetches an RQ job per entry and *cancels* entries without one;
         # our entries are trigger definitions, so it must never run against this schedule.
-        raise NotImplementedError("schedule entries are triggers; use scheduler_api.store.list_triggers")
+        raise NotImplementedError("schedule entries are triggers; use scheduler_api.storage.triggers.list_triggers")
 
     def enqueue_jobs(self) -> TickResult:
         queue = Queue(self.settings.queue_name, connection=self.connection)

@@ -1,6 +1,6 @@
 """Delivery history per workspace: one record per firing, newest first, and "run now".
 
-Records are written by the workers and the scheduler (`scheduler_api.firings`); this module
+Records are written by the workers and the scheduler (`scheduler_api.storage.firings`); this module
 reads them for the API and creates manual firings. Retention, per workspace (each tenant gets
 the original's per-queue guarantees, and one busy tenant cannot evict another's history):
 delivered records are kept ``COMPLETED_KEEP_SECONDS`` and at most ``COMPLETED_KEEP_COUNT``;
@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 from redis import Redis
 
-from scheduler_api import firings, keys
-from scheduler_api.store import StoredTrigger, redis_errors
+from scheduler_api.storage import firings, keys
+from scheduler_api.storage.triggers import StoredTrigger, redis_errors
 
 OutcomeName = Literal["delivered", "failed", "retrying", "missed", "blocked"]
 

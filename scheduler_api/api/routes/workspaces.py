@@ -10,8 +10,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from scheduler_api import cron as cronlib
-from scheduler_api import history, store
-from scheduler_api.api.routes import WorkspaceId, _redis, listed_job
+from scheduler_api.api.routes.triggers import WorkspaceId, _redis, listed_job
 from scheduler_api.api.schemas import (
     ERRORS,
     DeliveriesResponse,
@@ -22,6 +21,8 @@ from scheduler_api.api.schemas import (
     TriggerResponse,
 )
 from scheduler_api.errors import InvalidRequest
+from scheduler_api.storage import history
+from scheduler_api.storage import triggers as store
 
 controls = APIRouter()
 

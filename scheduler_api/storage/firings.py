@@ -12,12 +12,12 @@ firing JSON in ``sa:retries``. Every step here is one Lua script, so each is all
   scheduler that dies between writing and pushing leaves it there, pushed 30 s later; one whose
   RQ job ended without a worker taking it (the job failed before, a worker was killed between
   taking the job and claiming the batch, the queue was emptied) is pushed again when the
-  scheduler finds that job gone (scheduler_api.scheduling.push_outbox).
+  scheduler finds that job gone (scheduler_api.engine.scheduler.push_outbox).
 * `claim_lease` / `renew_lease` (worker; `record` lets go) and `reap_leases` (scheduler): claiming takes
   the batch out of the outbox; a batch whose worker stopped renewing its lease (killed) goes back
   to the outbox with its undelivered firings.
 * `record` (worker): outcomes of finished firings, retries to schedule, retention trimming (per
-  workspace, see scheduler_api.history) and the metrics counters, in the same script.
+  workspace, see scheduler_api.storage.history) and the metrics counters, in the same script.
 * `enqueue_manual` (API, "run now"): one firing outside the schedule, into the outbox.
 * `sweep` (scheduler): retention of workspaces that get no new records, and the end of the
   history of a workspace without triggers.
@@ -33,11 +33,11 @@ from typing import Any
 
 from redis import Redis
 
-from scheduler_api import keys
-from scheduler_api.store import compact_json, run_script
+from scheduler_api.storage import keys
+from scheduler_api.storage.triggers import compact_json, run_script
 
 _TRIM = """
--- Retention of one workspace's records (see scheduler_api.history). `P` is the key prefix.
+-- Retention of one workspace's records (see scheduler_api.storage.history). `P` is the key prefix.
 local function trim(P, ws, now, keep_seconds, keep_done, keep_failed, keep_hist)
   local rec, hist, done, failed = P .. 'rec:' .. ws, P .. 'hist:' .. ws, P .. 'done:' .. ws, P .. 'failed:' .. ws
   local function drop(ids)
@@ -246,7 +246,7 @@ return left
 
 @dataclass(frozen=True)
 class Retention:
-    """How long records are kept, per workspace (see scheduler_api.history)."""
+    """How long records are kept, per workspace (see scheduler_api.storage.history)."""
 
     keep_seconds: int
     keep_done: int
@@ -359,7 +359,7 @@ def sweep(conn: Redis, workspace_ids: Sequence[str], *, now: float, retention: R
 
     Records are trimmed when a workspace gets a new one, so a quiet workspace would keep delivered
     records past `COMPLETED_KEEP_SECONDS`, and one with no trigger left would keep its history
-    for ever: the scheduler sweeps every workspace with a history (scheduler_api.scheduling).
+    for ever: the scheduler sweeps every workspace with a history (scheduler_api.engine.scheduler).
     A workspace with no trigger loses its whole history (failed records included) once its newest
     finished record is `COMPLETED_KEEP_SECONDS` old.
     """

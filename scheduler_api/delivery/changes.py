@@ -3,7 +3,7 @@ delete (on ``sa:changed``, from the same Lua script that makes the change, so th
 before the API answers), and `ChangeWatch` counts them in a thread of the worker process.
 
 A batch being delivered compares the count before each firing it starts and, when it moved,
-reads again the definitions of the workspaces that changed (scheduler_api.delivery), so a firing
+reads again the definitions of the workspaces that changed (scheduler_api.delivery.batch), so a firing
 not yet started when a replace or delete returns is dropped, not sent: the window is the
 message's way to the worker (about a millisecond), where reading the definitions every 0.25 s
 alone left up to 0.25 s. A change to another workspace costs a batch the comparison and a
@@ -23,7 +23,7 @@ from collections import deque
 import redis
 from redis import Redis
 
-from scheduler_api import keys
+from scheduler_api.storage import keys
 
 log = logging.getLogger("scheduler_api.changes")
 
