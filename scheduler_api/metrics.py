@@ -26,6 +26,7 @@ from redis import Redis
 from redis.client import Pipeline
 
 from scheduler_api.storage import keys
+from scheduler_api.storage.counters import Counter
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 LATENESS_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -76,16 +77,20 @@ class RedisCollector(Collector):
         pipe.zcard(keys.RETRIES)
         results = pipe.execute()
         counters = {k.decode(): int(float(v)) for k, v in results[0].items()}
-        yield _counter("scheduler_firings_enqueued", "Firings written into batches.", counters.get("enqueued", 0))
-        yield _counter("scheduler_firings_missed", "Firings skipped as missed.", counters.get("missed", 0))
-        yield _counter("scheduler_retries_scheduled", "Failed attempts to be retried.", counters.get("retry", 0))
+        yield _counter("scheduler_firings_enqueued", "Firings written into batches.", counters.get(Counter.ENQUEUED, 0))
+        yield _counter("scheduler_firings_missed", "Firings skipped as missed.", counters.get(Counter.MISSED, 0))
+        yield _counter("scheduler_retries_scheduled", "Failed attempts to be retried.", counters.get(Counter.RETRY, 0))
         deliveries = CounterMetricFamily("scheduler_deliveries", "Final delivery outcomes.", labels=["outcome"])
-        for outcome in ("delivered", "failed", "blocked"):
-            deliveries.add_metric([outcome], counters.get(f"outcome:{outcome}", 0))
+        for outcome, counter in (
+            ("delivered", Counter.OUTCOME_DELIVERED),
+            ("failed", Counter.OUTCOME_FAILED),
+            ("blocked", Counter.OUTCOME_BLOCKED),
+        ):
+            deliveries.add_metric([outcome], counters.get(counter, 0))
         yield deliveries
         attempts = CounterMetricFamily("scheduler_attempts", "Delivery attempts.", labels=["result"])
-        attempts.add_metric(["ok"], counters.get("attempt:ok", 0))
-        attempts.add_metric(["error"], counters.get("attempt:error", 0))
+        attempts.add_metric(["ok"], counters.get(Counter.ATTEMPT_OK, 0))
+        attempts.add_metric(["error"], counters.get(Counter.ATTEMPT_ERROR, 0))
         yield attempts
         for (name, (buckets, doc)), raw in zip(HISTOGRAMS.items(), results[1 : 1 + len(HISTOGRAMS)], strict=True):
             yield _histogram(f"scheduler_{name}", doc, buckets, {k.decode(): float(v) for k, v in raw.items()})

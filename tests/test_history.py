@@ -4,7 +4,7 @@ One record per firing, newest scheduled time first, with each attempt's start, d
 error class and message, the response body cut to RESPONSE_EXCERPT_BYTES. Outcomes: delivered,
 retrying, failed, missed, blocked. Retention and the cap are per workspace.
 
-The engine runs in-process: `scheduling.tick` with an injected clock at T (in the future of the
+The engine runs in-process: `scheduler_api.engine.tick.tick` with an injected clock at T (in the future of the
 real clock, so retries - due at real time + backoff - are moved by the next tick) and a burst
 worker delivering to the local receiver.
 """
@@ -12,6 +12,7 @@ worker delivering to the local receiver.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -24,10 +25,13 @@ from rq import Queue
 from scheduler_api.cron import iso as _iso
 from scheduler_api.delivery import worker
 from scheduler_api.embedded_redis import free_port
+from scheduler_api.engine import retention
 from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
 from scheduler_api.storage import firings, keys
 from scheduler_api.storage import triggers as store
+from scheduler_api.storage.history import Record
 from scheduler_api.triggers import Trigger
 
 T = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a whole hour
@@ -142,7 +146,7 @@ def test_failed_records_have_status_or_error_class_and_message(
 def test_missed_record(client: TestClient, conn: Redis, settings: Settings, receiver: Receiver) -> None:
     assert settings.misfire_grace_seconds == 60
     store.replace(conn, "ws", [Trigger(cron="0 * * * *", url=receiver.url + "/m", method="GET")], now=lambda: T - 30)
-    result = scheduling.tick(conn, Queue(settings.queue_name, connection=conn), settings, now=T + 61)
+    result = ticking.tick(conn, Queue(settings.queue_name, connection=conn), settings, now=T + 61)
     assert (result.fired, result.missed) == (0, 1)
     worker.run_worker(settings, conn, burst=True)
     [rec] = deliveries(client)
@@ -262,17 +266,44 @@ def test_history_cap_is_per_workspace(client: TestClient, conn: Redis, redis_url
     assert _counts(conn, "a") == (3, 3) and _counts(conn, "b") == (2, 2)  # no orphaned record
 
 
+def test_a_record_reads_back_as_it_was_written() -> None:
+    """The JSON shapes of the API (key order included), and `Record` round trips through them."""
+    firing = firings.Firing(f"ws:0@{_iso(T + 0.25)}", "ws:0", "v", T + 0.25)
+    tries: list[dict[str, Any]] = [{"attempt": 1, "status": 500}]
+    final = ["id", "jobId", "workspace_id", "scheduled_at", "attempts", "outcome", "finished_at"]
+    made = {
+        "delivered": (Record.delivered(firing, "ws", tries, finished_at=T + 1.5), final),
+        "failed": (Record.failed(firing, "ws", tries, finished_at=T + 1.5), final),
+        "blocked": (Record.blocked(firing, "ws", tries, finished_at=T + 1.5), final),
+        "retrying": (
+            Record.retrying(firing, "ws", tries, next_attempt_at=T + 10.125),
+            [*final[:-1], "next_attempt_at"],
+        ),
+        "missed": (
+            Record.missed("ws:0@" + _iso(T), "ws:0", "ws", T, late_seconds=61.0004, missed_since=T - 3600),
+            ["id", "jobId", "workspace_id", "scheduled_at", "outcome", "late_seconds", "missed_since", "attempts"],
+        ),
+    }
+    for outcome, (record, shape) in made.items():
+        data = record.to_dict()
+        assert list(data) == shape and data["outcome"] == outcome
+        assert Record.from_json(record.to_json()).to_dict() == data
+    assert made["delivered"][0].to_dict()["finished_at"] == "2027-01-15T08:00:01.500Z"
+    assert made["missed"][0].to_dict()["late_seconds"] == 61.0
+    assert made["missed"][0].to_dict()["missed_since"] == "2027-01-15T07:00:00Z"
+
+
 def test_default_retention_keeps_the_last_1000_failed_and_100_delivered(conn: Redis) -> None:
     # Issue #3: "completed ones kept 24 h / last 100, failed ones last 1000", with the defaults.
     retention = firings.Retention.from_settings(make_settings("redis://unused:6379/0"))
     now = time.time()
-    outcomes = [
-        firings.Outcome("f", f"ws:{i % 7}@{_iso(T + i)}", f'{{"n":{i}}}', scheduled_at=T + i) for i in range(1200)
-    ]
-    outcomes += [
-        firings.Outcome("d", f"ws:{i % 7}@{_iso(T + 2000 + i)}", f'{{"n":{i}}}', scheduled_at=T + 2000 + i)
-        for i in range(150)
-    ]
+
+    def final(make: Callable[..., Record], i: int, at: float) -> firings.Outcome:
+        firing = firings.Firing(f"ws:{i % 7}@{_iso(at)}", f"ws:{i % 7}", "v", at)
+        return firings.Outcome.final(make(firing, "ws", [], finished_at=now))
+
+    outcomes = [final(Record.failed, i, T + i) for i in range(1200)]
+    outcomes += [final(Record.delivered, i, T + 2000 + i) for i in range(150)]
     for k in range(0, len(outcomes), 100):  # as workers flush them, a hundred at a time
         firings.record(conn, "b", outcomes[k : k + 100], now=now + k / 1000, retention=retention, finished=False)
     assert conn.zcard(keys.failed("ws")) == 1000
@@ -366,9 +397,9 @@ ONCE = "1 0 8 15 1 *"  # T + 1 only
 
 def _sweep(conn: Redis, settings: Settings, now: float) -> int:
     """A whole retention sweep, step by step as the scheduler runs it; histories dropped."""
-    cursor, dropped = scheduling.sweep_step(conn, settings, now=now)
+    cursor, dropped = retention.sweep_step(conn, settings, now=now)
     while cursor:
-        cursor, more = scheduling.sweep_step(conn, settings, now=now, cursor=cursor)
+        cursor, more = retention.sweep_step(conn, settings, now=now, cursor=cursor)
         dropped += more
     return dropped
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
+from importlib import resources
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ from redis import Redis
 from scheduler_api import cron
 from scheduler_api.embedded_redis import free_port
 from scheduler_api.errors import StoreUnavailable
-from scheduler_api.storage import connection, keys
+from scheduler_api.storage import connection, keys, scripts
 from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
 
@@ -187,6 +189,27 @@ def test_unreachable_redis_raises_store_unavailable() -> None:
             store.delete(conn, "ws")
     finally:
         conn.close()
+
+
+def test_every_script_loads_with_its_includes_and_counter_names() -> None:
+    lua = resources.files("scheduler_api.storage").joinpath("lua")
+    texts = {f.name: f.read_text() for f in lua.iterdir() if f.name.endswith(".lua")}
+    fragments = {name for text in texts.values() for name in re.findall(r"^-- #include (\S+)$", text, re.M)}
+    assert fragments == {"trim.lua"}
+    for name in sorted(set(texts) - fragments):
+        source = scripts.source(name.removesuffix(".lua"))
+        assert "#include" not in source and "{{" not in source, name
+        header = source.split("\n\n")[0]  # the opening comment: what the script does, its KEYS and ARGV
+        assert header.startswith(f"-- {name.removesuffix('.lua')}:") and "-- KEYS[" in header and "-- ARGV[" in header
+    assert "'outcome:delivered'" in scripts.source("record")
+
+
+def test_a_script_is_registered_once_per_connection(conn: Redis, redis_url: str) -> None:
+    assert scripts.script(conn, "list") is scripts.script(conn, "list")
+    with connection.connect(redis_url, timeout=5) as other:
+        assert scripts.script(other, "list") is not scripts.script(conn, "list")
+    with pytest.raises(scripts.ScriptError, match="no Lua file"):
+        scripts.source("nonexistent")
 
 
 def test_next_run_matches_cron(conn: Redis) -> None:

@@ -139,7 +139,7 @@ def _retry(*, through_a_failover: bool = False) -> Retry:
     """Retries after a refused or broken connection only (a new primary may have been named
     meanwhile), never after a timeout: the command may have been applied, and sending it again
     would apply it twice. redis-py's default for a Sentinel-managed connection also retries
-    timeouts, up to 10 times (a frozen primary took 4x the caller's timeout).
+    timeouts, up to 10 times (a frozen primary would take several times the caller's timeout).
 
     One retry for callers with a time limit (the API answers 503 soon, the scheduler ticks
     again). `through_a_failover`: for the worker, whose RQ loop quits on a Redis error outside its

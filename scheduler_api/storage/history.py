@@ -1,27 +1,203 @@
-"""Delivery history per workspace: one record per firing, newest first, and "run now".
+"""Delivery history per workspace: one record per firing, newest scheduled time first.
 
-Records are written by the workers and the scheduler (`scheduler_api.storage.firings`); this module
-reads them for the API and creates manual firings. Retention, per workspace (each tenant gets
-the original's per-queue guarantees, and one busy tenant cannot evict another's history):
-delivered records are kept ``COMPLETED_KEEP_SECONDS`` and at most ``COMPLETED_KEEP_COUNT``;
-failed, blocked and missed ones the last ``FAILED_KEEP_COUNT``; and at most
-``HISTORY_MAX_PER_WORKSPACE`` records of any outcome (retrying ones included) in all.
+A `Record` is the shape of one firing's record: what the API shows, and what the workers and the
+scheduler store (through scheduler_api.storage.firings, in the same script as the step that
+decides it). Its `outcome` is one of `OutcomeKind`:
+
+* ``delivered`` - a 2xx answer; final;
+* ``failed`` - the last attempt failed, or the firing could never be sent; final;
+* ``blocked`` - the SSRF guard refused the target; final, never retried;
+* ``retrying`` - an attempt failed and the next one is scheduled (``next_attempt_at``);
+* ``missed`` - the scheduler reached the firing later than ``MISFIRE_GRACE_SECONDS``; nothing sent.
+
+(``dropped`` is an outcome kind, not a record: a firing whose trigger was removed before it was
+sent leaves no record.) Which attempts are retried is decided in scheduler_api.delivery.
+
+Retention, per workspace (each tenant gets the original's per-queue guarantees, and one busy
+tenant cannot evict another's history): delivered records are kept ``COMPLETED_KEEP_SECONDS``
+and at most ``COMPLETED_KEEP_COUNT``; failed, blocked and missed ones the last
+``FAILED_KEEP_COUNT``; and at most ``HISTORY_MAX_PER_WORKSPACE`` records of any outcome
+(retrying ones included) in all (``lua/trim.lua``, applied by firings.record, commit_due, sweep).
+
+Failure rules: `list_records` raises Redis being unreachable, slow or refusing as
+`StoreUnavailable` (the API answers 503). Every stored record was written by `Record.to_json`;
+reading one that is not (a bug) raises KeyError or ValueError.
 """
 
 from __future__ import annotations
 
 import json
-import time
-import uuid
-from datetime import UTC, datetime
-from typing import Any, Literal
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal, NamedTuple, Protocol
 
 from redis import Redis
 
-from scheduler_api.storage import firings, keys
-from scheduler_api.storage.triggers import StoredTrigger, redis_errors
+from scheduler_api.cron import iso
+from scheduler_api.storage import keys
+from scheduler_api.storage.redis_util import compact_json, redis_errors
 
+
+class OutcomeKind(StrEnum):
+    """What became of a firing (module docstring); stored as the word, in records and in Lua."""
+
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    RETRYING = "retrying"
+    MISSED = "missed"
+    DROPPED = "dropped"
+
+
+# The outcomes a record can have, for the API's filter: every OutcomeKind but DROPPED.
 OutcomeName = Literal["delivered", "failed", "retrying", "missed", "blocked"]
+
+
+class FiringLike(Protocol):
+    """What a record takes from the firing it is about (scheduler_api.storage.firings.Firing)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def scheduled_at(self) -> float: ...
+
+
+class Record(NamedTuple):
+    """One firing's record. Times are unix seconds here and ISO 8601 UTC in the JSON (`cron.iso`).
+
+    Built by the constructors below, one per outcome; nothing is validated (the workers build
+    thousands a second from values they made themselves). A NamedTuple rather than a frozen
+    dataclass: as immutable, and cheaper to build (a frozen dataclass sets each field through
+    `object.__setattr__`), which counts at one record per delivery.
+    """
+
+    id: str  # the firing id, ``{jobId}@{scheduled time}``
+    job_id: str
+    workspace_id: str
+    scheduled_at: float
+    outcome: OutcomeKind
+    attempts: list[dict[str, Any]]  # each attempt as scheduler_api.delivery.attempt.Attempt.as_dict
+    finished_at: float | None = None  # delivered, failed, blocked
+    next_attempt_at: float | None = None  # retrying
+    late_seconds: float | None = None  # missed: how late the scheduler reached it
+    missed_since: float | None = None  # missed: the first run time passed over
+
+    @classmethod
+    def delivered(
+        cls, firing: FiringLike, workspace_id: str, attempts: list[dict[str, Any]], *, finished_at: float
+    ) -> Record:
+        return cls(
+            firing.id, firing.job_id, workspace_id, firing.scheduled_at, OutcomeKind.DELIVERED, attempts, finished_at
+        )
+
+    @classmethod
+    def failed(
+        cls, firing: FiringLike, workspace_id: str, attempts: list[dict[str, Any]], *, finished_at: float
+    ) -> Record:
+        return cls(
+            firing.id, firing.job_id, workspace_id, firing.scheduled_at, OutcomeKind.FAILED, attempts, finished_at
+        )
+
+    @classmethod
+    def blocked(
+        cls, firing: FiringLike, workspace_id: str, attempts: list[dict[str, Any]], *, finished_at: float
+    ) -> Record:
+        return cls(
+            firing.id, firing.job_id, workspace_id, firing.scheduled_at, OutcomeKind.BLOCKED, attempts, finished_at
+        )
+
+    @classmethod
+    def retrying(
+        cls, firing: FiringLike, workspace_id: str, attempts: list[dict[str, Any]], *, next_attempt_at: float
+    ) -> Record:
+        return cls(
+            firing.id,
+            firing.job_id,
+            workspace_id,
+            firing.scheduled_at,
+            OutcomeKind.RETRYING,
+            attempts,
+            next_attempt_at=next_attempt_at,
+        )
+
+    @classmethod
+    def missed(
+        cls,
+        firing_id: str,
+        job_id: str,
+        workspace_id: str,
+        scheduled_at: float,
+        *,
+        late_seconds: float,
+        missed_since: float,
+    ) -> Record:
+        """A firing the scheduler skipped; `late_seconds` is kept to the millisecond."""
+        return cls(
+            firing_id,
+            job_id,
+            workspace_id,
+            scheduled_at,
+            OutcomeKind.MISSED,
+            [],
+            late_seconds=round(late_seconds, 3),
+            missed_since=missed_since,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as the API shows it (and as it is stored), keys in this order."""
+        data: dict[str, Any] = {
+            "id": self.id,
+            "jobId": self.job_id,
+            "workspace_id": self.workspace_id,
+            "scheduled_at": iso(self.scheduled_at),
+        }
+        if self.outcome is OutcomeKind.MISSED:
+            data["outcome"] = self.outcome.value
+            data["late_seconds"] = self.late_seconds
+            data["missed_since"] = iso(self.missed_since) if self.missed_since is not None else None
+            data["attempts"] = self.attempts
+            return data
+        data["attempts"] = self.attempts
+        data["outcome"] = self.outcome.value
+        if self.next_attempt_at is not None:
+            data["next_attempt_at"] = iso(self.next_attempt_at)
+        if self.finished_at is not None:
+            data["finished_at"] = iso(self.finished_at)
+        return data
+
+    def to_json(self) -> str:
+        return compact_json(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        return cls(
+            data["id"],
+            data["jobId"],
+            data["workspace_id"],
+            _unix(data["scheduled_at"]),
+            OutcomeKind(data["outcome"]),
+            data["attempts"],
+            finished_at=_unix_or_none(data.get("finished_at")),
+            next_attempt_at=_unix_or_none(data.get("next_attempt_at")),
+            late_seconds=data.get("late_seconds"),
+            missed_since=_unix_or_none(data.get("missed_since")),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Record:
+        return cls.from_dict(json.loads(raw))
+
+
+def _unix(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def _unix_or_none(text: str | None) -> float | None:
+    return None if text is None else _unix(text)
 
 
 def list_records(
@@ -32,7 +208,8 @@ def list_records(
     outcome: str | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """The workspace's records, newest scheduled time first, filtered by trigger index and outcome."""
+    """The workspace's records as the API shows them (`Record.to_dict`), newest scheduled time
+    first, filtered by trigger index and outcome."""
     with redis_errors():
         ids: list[bytes] = conn.zrevrange(keys.history(workspace_id), 0, -1)  # type: ignore[assignment]
         raws = conn.hmget(keys.records(workspace_id), ids) if ids else []
@@ -41,29 +218,12 @@ def list_records(
     for raw in raws:
         if raw is None:
             continue
-        record = json.loads(raw)
-        if job_id is not None and record.get("jobId") != job_id:
+        data = json.loads(raw)
+        if job_id is not None and data["jobId"] != job_id:
             continue
-        if outcome is not None and record.get("outcome") != outcome:
+        if outcome is not None and data["outcome"] != outcome:
             continue
-        out.append(record)
+        out.append(Record.from_dict(data).to_dict())
         if len(out) >= limit:
             break
     return out
-
-
-def run_now(conn: Redis, trigger: StoredTrigger, *, now: float | None = None) -> str:
-    """Fire `trigger` at once, outside its schedule; return the firing id.
-
-    The firing has the same retries and headers as a scheduled one; its scheduled time is now
-    (with milliseconds, so two manual runs in one second stay distinct). It goes to the outbox,
-    which the next scheduler tick pushes to RQ.
-    """
-    ts = round(time.time() if now is None else now, 3)
-    # Always with milliseconds, even .000: a scheduled firing's id has whole seconds only, so a
-    # manual run never shares its id (and Idempotency-Key) with a scheduled one.
-    stamp = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    firing = firings.Firing(f"{trigger.job_id}@{stamp}", trigger.job_id, trigger.version, ts)
-    with redis_errors():
-        firings.enqueue_manual(conn, uuid.uuid4().hex, firing, now=ts)
-    return firing.id

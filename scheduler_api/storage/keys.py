@@ -25,7 +25,13 @@ Changes (pub/sub channel, scheduler_api.delivery.changes):
   ``sa:changed``             one message per replace or delete, the workspace's jobId prefix
 
 Metrics (scheduler_api.metrics):
-  ``sa:metrics``             hash of counters; ``sa:metrics:{histogram}`` hash of bucket counts
+  ``sa:metrics``             hash of counters (names: scheduler_api.storage.counters);
+                             ``sa:metrics:{histogram}`` hash of bucket counts
+
+Every key a Lua script (scheduler_api.storage.scripts) touches is built here and passed in its
+KEYS, with one exception: ``reap_leases.lua`` finds the ids of expired batches inside the script
+(in ``sa:leases``), so it cannot be given their keys; it gets `BATCH_PREFIX` in ARGV and builds
+``sa:batch:{id}`` itself. The ``sa:changed`` channel is not a key: ``replace.lua`` gets it in ARGV.
 """
 
 from __future__ import annotations
@@ -80,6 +86,12 @@ def done(workspace_id: str) -> str:
 
 def failed(workspace_id: str) -> str:
     return f"{PREFIX}failed:{workspace_id}"
+
+
+def history_keys(workspace_id: str) -> tuple[str, str, str, str]:
+    """The keys of a workspace's history (records, history, done, failed), in the order the scripts
+    take them in KEYS (``lua/trim.lua``)."""
+    return records(workspace_id), history(workspace_id), done(workspace_id), failed(workspace_id)
 
 
 def metric_histogram(name: str) -> str:

@@ -2,7 +2,7 @@
 
 The first firing of a trigger in a process (after a start, or after a replace) pays for parsing
 its stored definition, and in a worker its url (httpx's and aiohttp's parsers), its SSRF check
-and its payload JSON: ~25 % of that delivery's CPU, measured on 10,000 triggers due at once. Cron
+and its payload JSON: a large share of that delivery's CPU (README, Performance). Cron
 workloads come in bursts - thousands of triggers share a due second and the processes are idle
 in between - so an idle worker or scheduler looks `PREFETCH_SECONDS` ahead in the schedule and
 does that parsing before the due time, into the same caches the firing then reads.

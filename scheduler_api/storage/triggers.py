@@ -7,8 +7,13 @@ the schedulers, the workers) sees the old list or the new list, never a mix:
 * its cron entry in rq-scheduler's schedule (``sa:schedule``), member ``{workspace_id}:{index}``,
   score = its next run time. The number of schedule entries of a workspace always equals its count.
 
-Failure rules: a Redis connection or timeout error is raised as `StoreUnavailable` (the API
-answers 503) and, because the write is one script, leaves the workspace as it was.
+Failure rules: the API's calls (`replace`, `delete`, `list_triggers`, `set_paused`, `is_paused`,
+and `rotate_secrets` of the CLI) raise Redis being unreachable, slow or refusing writes as
+`StoreUnavailable` (scheduler_api.storage.redis_util; the API answers 503). A write is one
+script, so a refused or failed one leaves the workspace as it was; after a timeout it may have
+been applied (`StoreUnavailable.maybe_done`). The scheduler's and the workers' reads
+(`load_definitions`, `load_raw_definitions`, `paused_among`) raise redis-py's errors unchanged:
+their loops log them and try again.
 """
 
 from __future__ import annotations
@@ -16,55 +21,18 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any
 
-import redis
 from redis import Redis
 
 from scheduler_api import cron as cronlib
-from scheduler_api.errors import StoreUnavailable
 from scheduler_api.header_crypto import HeaderCipher
-from scheduler_api.storage import keys
+from scheduler_api.storage import keys, scripts
+from scheduler_api.storage.redis_util import compact_json, redis_errors
 from scheduler_api.triggers import Trigger
-
-_REPLACE = """
-local old = redis.call('HKEYS', KEYS[1])
-for _, idx in ipairs(old) do redis.call('ZREM', KEYS[2], ARGV[1] .. idx) end
-redis.call('DEL', KEYS[1])
-local n = tonumber(ARGV[2])
-for i = 0, n - 1 do
-  local idx = ARGV[3 + i * 3]
-  redis.call('HSET', KEYS[1], idx, ARGV[4 + i * 3])
-  redis.call('ZADD', KEYS[2], ARGV[5 + i * 3], ARGV[1] .. idx)
-end
-redis.call('PUBLISH', ARGV[3 + n * 3], ARGV[1])  -- workers drop queued firings at once (changes.py)
-if ARGV[4 + n * 3] ~= '' then redis.call('SREM', ARGV[4 + n * 3], ARGV[5 + n * 3]) end  -- delete: unpause
-return #old
-"""
-
-_LIST = """
-local defs = redis.call('HGETALL', KEYS[1])
-local out = {}
-for i = 1, #defs, 2 do
-  out[#out + 1] = defs[i]
-  out[#out + 1] = defs[i + 1]
-  out[#out + 1] = redis.call('ZSCORE', KEYS[2], ARGV[1] .. defs[i]) or ''
-end
-return out
-"""
-
-
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
-
-
-def compact_json(value: Any) -> str:
-    """JSON without spaces, from one shared encoder (`json.dumps` with options builds one per call,
-    and the engine writes thousands of these a second)."""
-    return _COMPACT.encode(value)
 
 
 @dataclass(frozen=True)
@@ -104,7 +72,7 @@ class StoredTrigger:
     def to_json(self) -> str:
         return compact_json(
             {
-                "v": self.version,  # first: the scheduler's script can find it as text (firings.py)
+                "v": self.version,
                 "cron": self.cron,
                 "url": self.url,
                 "method": self.method,
@@ -133,36 +101,6 @@ class StoredTrigger:
             timezone=data.get("tz") or "UTC",
             enabled=data.get("on", True),
         )
-
-
-@contextmanager
-def redis_errors() -> Iterator[None]:
-    """Turn Redis being unreachable, slow or refusing writes into `StoreUnavailable` (a 503).
-
-    A timeout is not a refusal: the command may have been carried out (`StoreUnavailable.maybe_done`).
-    """
-    try:
-        yield
-    except redis.TimeoutError as e:
-        raise StoreUnavailable(f"Redis did not answer in time: {e}", maybe_done=True) from e
-    except redis.ConnectionError as e:
-        raise StoreUnavailable(f"Redis is unreachable: {e}") from e
-    except redis.ResponseError as e:
-        if isinstance(e, REFUSALS) or str(e).split(" ", 1)[0] in REFUSAL_CODES:
-            raise StoreUnavailable(f"Redis refused the command: {str(e)[:200]}", refused=True) from e
-        raise
-
-
-# Answers of a Redis that works but cannot take the command now: out of memory, a replica after a
-# failover, loading its data, no good replicas, failing to persist. (Loading, BusyLoadingError, is
-# a ConnectionError in redis-py: it reads as unreachable.)
-REFUSALS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
-REFUSAL_CODES = {"OOM", "READONLY", "LOADING", "MASTERDOWN", "NOREPLICAS", "MISCONF", "TRYAGAIN", "BUSY"}
-
-
-def run_script(conn: Redis, source: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
-    """EVALSHA `source`, loading it first when Redis does not know it yet."""
-    return conn.register_script(source)(keys=list(keys_), args=list(args))
 
 
 def replace(
@@ -206,12 +144,11 @@ def replace(
         )
         for i, t in enumerate(triggers)
     ]
-    args: list[Any] = [keys.job_id(workspace_id, ""), len(stored)]
+    args: list[Any] = [keys.job_id(workspace_id, ""), keys.CHANGED, int(unpause), workspace_id, len(stored)]
     for s in stored:
         args += [s.index, s.to_json(), repr(s.next_run_at)]
-    args += [keys.CHANGED, keys.PAUSED if unpause else "", workspace_id]
     with redis_errors():
-        removed = run_script(conn, _REPLACE, [keys.workspace(workspace_id), keys.SCHEDULE], args)
+        removed = scripts.run(conn, "replace", [keys.workspace(workspace_id), keys.SCHEDULE, keys.PAUSED], args)
     return int(removed), stored
 
 
@@ -227,7 +164,7 @@ def delete(conn: Redis, workspace_id: str) -> int:
 def list_triggers(conn: Redis, workspace_id: str) -> list[StoredTrigger]:
     """The workspace's triggers in index order, each with its next run time; [] if unknown."""
     with redis_errors():
-        flat = run_script(conn, _LIST, [keys.workspace(workspace_id), keys.SCHEDULE], [keys.job_id(workspace_id, "")])
+        flat = scripts.run(conn, "list", [keys.workspace(workspace_id), keys.SCHEDULE], [keys.job_id(workspace_id, "")])
     out = []
     for i in range(0, len(flat), 3):
         score = flat[i + 2]
@@ -288,15 +225,6 @@ def paused_among(conn: Redis, workspace_ids: Sequence[str]) -> set[str]:
     return {ws for ws, flag in zip(workspace_ids, flags, strict=True) if flag}
 
 
-_SWAP = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-  return 1
-end
-return 0
-"""
-
-
 def rotate_secrets(conn: Redis, cipher: HeaderCipher) -> int:
     """Re-encrypt every stored header value with the first SECRETS_KEY key; return triggers rewritten.
 
@@ -312,5 +240,5 @@ def rotate_secrets(conn: Redis, cipher: HeaderCipher) -> int:
                     continue
                 data["headers"] = cipher.rotate(data["headers"])
                 new = compact_json(data)
-                rewritten += int(run_script(conn, _SWAP, [key], [field, raw, new]))
+                rewritten += int(scripts.run(conn, "swap", [key], [field, raw, new]))
     return rewritten
