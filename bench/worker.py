@@ -39,7 +39,7 @@ from bench.common import (
 )
 from scheduler_api.delivery.worker import run_worker, tune_gc
 from scheduler_api.embedded_redis import RedisServer
-from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.engine.tick import tick as engine_tick
 from scheduler_api.settings import load_settings
 from scheduler_api.storage import connection
 from scheduler_api.storage import triggers as store
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             queue = Queue(settings.queue_name, connection=conn)
             tune_gc()
             for n in range(args.rounds):
-                tick = scheduling.tick(conn, queue, settings, now=start + 60 * (n + 1) + 0.01)
+                tick = engine_tick(conn, queue, settings, now=start + 60 * (n + 1) + 0.01)
                 before, cpu0, t0 = receiver.count(), self_cpu_seconds(), time.perf_counter()
                 run_worker(settings, conn, burst=True)
                 cpu, seconds = self_cpu_seconds() - cpu0, time.perf_counter() - t0

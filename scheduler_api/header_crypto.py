@@ -17,11 +17,9 @@ from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from scheduler_api.errors import SecretsError as SecretsError  # raised by `open`
+
 PREFIX = "enc:"
-
-
-class SecretsError(ValueError):
-    """A stored header value cannot be decrypted with the configured keys."""
 
 
 class HeaderCipher:

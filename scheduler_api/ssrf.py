@@ -22,11 +22,13 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
+
+from scheduler_api.errors import BlockedTarget as BlockedTarget  # raised by the guarded resolver
+from scheduler_api.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -58,10 +60,6 @@ BLOCKED_NETWORKS: tuple[tuple[IPNetwork, str], ...] = tuple(
 
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 _IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
-
-
-class BlockedTarget(OSError):
-    """A delivery target resolves only to addresses the guard blocks."""
 
 
 def blocked_reason(ip: IPAddress) -> str | None:
@@ -124,10 +122,10 @@ class TargetPolicy:
                 self.hosts.add(entry.lower().rstrip("."))
 
     @classmethod
-    def from_settings(cls, settings: Any) -> TargetPolicy:
+    def from_settings(cls, settings: Settings) -> TargetPolicy:
         return cls(
-            allow_private=bool(settings.allow_private_targets),
-            allowlist=str(settings.target_allowlist or "").split(","),
+            allow_private=settings.allow_private_targets,
+            allowlist=(settings.target_allowlist or "").split(","),
         )
 
     def host_allowlisted(self, host: str) -> bool:

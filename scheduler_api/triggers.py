@@ -38,6 +38,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
 from scheduler_api import cron as cronlib
+from scheduler_api.errors import CronError
 
 WORKSPACE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -134,7 +135,7 @@ class Trigger(BaseModel):
     def _cron(cls, value: str) -> str:
         try:
             cronlib.validate(value)
-        except cronlib.CronError as e:
+        except CronError as e:
             raise ValueError(str(e)) from None
         return value
 
@@ -158,7 +159,7 @@ class Trigger(BaseModel):
             return None
         try:
             return cronlib.check_timezone(value)
-        except cronlib.CronError as e:
+        except CronError as e:
             raise ValueError(str(e)) from None
 
     @field_validator("url")

@@ -26,7 +26,7 @@ from rq import Queue
 from scheduler_api.api import create_app
 from scheduler_api.delivery.worker import DeliveryWorker, run_worker
 from scheduler_api.embedded_redis import RedisServer
-from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
 from scheduler_api.storage.connection import connect
 
@@ -134,7 +134,7 @@ def tick_and_deliver(conn: Redis, settings: Settings, *nows: float) -> None:
     """Tick the scheduler at each `now` (an injected clock) and deliver what it enqueued."""
     queue = Queue(settings.queue_name, connection=conn)
     for now in nows:
-        scheduling.tick(conn, queue, settings, now=now)
+        ticking.tick(conn, queue, settings, now=now)
         run_worker(settings, conn, burst=True)
 
 

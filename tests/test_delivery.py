@@ -1,6 +1,6 @@
 """End-to-end tests of delivery: what the receiver gets, retries, backoff, outcomes, retention.
 
-The engine runs in-process: `scheduling.tick` with an injected `now` moves due firings into RQ
+The engine runs in-process: `scheduler_api.engine.tick.tick` with an injected `now` moves due firings into RQ
 jobs, and `worker.run_worker(burst=True)` delivers them to a real local HTTP receiver. Retries
 are due at real times (time.time() + backoff), so retry tests drive ticks with the real clock
 on triggers whose cron matches one second only (`_once_cron`), so the real-clock ticks never
@@ -28,13 +28,14 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 
 from scheduler_api import __version__, cron
-from scheduler_api.delivery import attempt as sending
 from scheduler_api.delivery import batch as delivery
-from scheduler_api.delivery import worker
-from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.delivery import retry, worker
+from scheduler_api.delivery.runtime import DeliveryRuntime
+from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
 from scheduler_api.storage import firings, keys
 from scheduler_api.storage import triggers as store
+from scheduler_api.storage.history import Record
 from scheduler_api.triggers import Trigger
 
 T = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a whole hour
@@ -69,7 +70,7 @@ def _fire_now(conn: Redis, queue: Queue, settings: Settings, triggers: list[Trig
     due = math.floor(time.time()) - 1
     once = [t.model_copy(update={"cron": _once_cron(due)}) for t in triggers]
     store.replace(conn, ws, once, now=lambda: due - 0.5)
-    result = scheduling.tick(conn, queue, settings, now=time.time())
+    result = ticking.tick(conn, queue, settings, now=time.time())
     assert result.fired == len(triggers)
     return due
 
@@ -78,7 +79,7 @@ def _drive(conn: Redis, queue: Queue, settings: Settings, until: Callable[[], bo
     """Tick with the real clock and run the burst worker until `until()` holds."""
     deadline = time.monotonic() + timeout
     while True:
-        scheduling.tick(conn, queue, settings, now=time.time())
+        ticking.tick(conn, queue, settings, now=time.time())
         _deliver(conn, settings)
         if until():
             return
@@ -90,7 +91,7 @@ def _drive(conn: Redis, queue: Queue, settings: Settings, until: Callable[[], bo
 def _keep_driving(conn: Redis, queue: Queue, settings: Settings, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        scheduling.tick(conn, queue, settings, now=time.time())
+        ticking.tick(conn, queue, settings, now=time.time())
         _deliver(conn, settings)
         time.sleep(0.02)
 
@@ -126,7 +127,7 @@ def test_post_sends_payload_custom_headers_and_scheduler_headers(
         ],
         now=lambda: T,
     )
-    assert scheduling.tick(conn, queue, settings, now=T + 1.3).fired == 1
+    assert ticking.tick(conn, queue, settings, now=T + 1.3).fired == 1
     _deliver(conn, settings)
 
     reqs = receiver.to("/hook")
@@ -170,7 +171,7 @@ def test_methods_bodies_and_content_type(conn: Redis, settings: Settings, queue:
         _trigger(url + "/ct", payload={"a": 1}, headers={"content-type": "application/vnd.x+json"}),
     ]
     store.replace(conn, WS, triggers, now=lambda: T)
-    assert scheduling.tick(conn, queue, settings, now=T + 1.2).fired == len(triggers)
+    assert ticking.tick(conn, queue, settings, now=T + 1.2).fired == len(triggers)
     _deliver(conn, settings)
 
     got = {r.path: r for r in receiver.wait_for(lambda rs: len(rs) >= len(triggers), 1)}
@@ -205,7 +206,7 @@ def test_a_user_agent_of_the_trigger_is_replaced_by_ours(
     conn: Redis, settings: Settings, queue: Queue, receiver: Receiver, name: str
 ) -> None:
     store.replace(conn, WS, [_trigger(receiver.url + "/ua", headers={name: "mine/1", "X-A": "1"})], now=lambda: T)
-    assert scheduling.tick(conn, queue, settings, now=T + 1.3).fired == 1
+    assert ticking.tick(conn, queue, settings, now=T + 1.3).fired == 1
     _deliver(conn, settings)
     (r,) = receiver.to("/ua")
     # One User-Agent line on the wire (with two, many servers would read the first).
@@ -219,7 +220,7 @@ def test_a_compressed_response_is_recorded_as_text(
     text = '{"status":"accepted","detail":"' + "x" * 40 + '"}'
     receiver.on("/gz", (200, 0, {"Content-Encoding": "gzip"}, gzip.compress(text.encode())))
     store.replace(conn, WS, [_trigger(receiver.url + "/gz")], now=lambda: T)
-    assert scheduling.tick(conn, queue, settings, now=T + 1.3).fired == 1
+    assert ticking.tick(conn, queue, settings, now=T + 1.3).fired == 1
     _deliver(conn, settings)
     (r,) = receiver.to("/gz")
     assert "gzip" in _h(r)["accept-encoding"]
@@ -235,7 +236,7 @@ def test_connections_are_reused_across_firings_and_batches(
     # most two connections, kept by its shared client from one job to the next.
     settings = _settings(redis_url, worker_concurrency=2, scheduler_batch_size=20)
     store.replace(conn, WS, [_trigger(f"{receiver.url}/c/{i}") for i in range(40)], now=lambda: T)
-    assert scheduling.tick(conn, queue, settings, now=T + 1.3).pushed == 2
+    assert ticking.tick(conn, queue, settings, now=T + 1.3).pushed == 2
     _deliver(conn, settings)
     assert len(receiver.requests) == 40
     assert 1 <= len({r.peer for r in receiver.requests}) <= 2
@@ -387,40 +388,18 @@ def test_timeout_covers_a_response_body_that_never_ends(conn: Redis, redis_url: 
         thread.join(5)
 
 
-def test_a_stored_url_the_client_cannot_send_fails_for_good_without_stopping_the_batch(
-    conn: Redis, redis_url: str, queue: Queue, receiver: Receiver
-) -> None:
-    """The API refuses such urls now; one stored under older rules fails once (no retries, nothing
-    sent) and the other firings of its batch are delivered."""
-    settings = _settings(redis_url)
-    bad = Trigger.model_construct(cron="* * * * * *", url="http://a\u200b.example/x", method="POST", payload=None)
-    due = _fire_now(conn, queue, settings, [bad, _trigger(receiver.url + "/ok")])
-    _deliver(conn, settings)
-    rec = _record(conn, "ws:0", due)
-    assert rec is not None and rec["outcome"] == "failed"
-    (attempt,) = rec["attempts"]
-    assert attempt["error"] == "url" and "cannot be sent" in attempt["message"]
-    assert conn.zcard(keys.RETRIES) == 0
-    ok = _record(conn, "ws:1", due)
-    assert ok is not None and ok["outcome"] == "delivered"
-    assert len(receiver.to("/ok")) == 1
-
-
-# --- 5. backoff ----------------------------------------------------------------------------------
-
-
 def test_backoff_seconds_formula() -> None:
-    assert sending.backoff_seconds(1.0, 1, 1.0) == 1.0
-    assert sending.backoff_seconds(1.0, 1, 0.0) == 0.5
-    assert sending.backoff_seconds(1.0, 2, 1.0) == 2.0
-    assert sending.backoff_seconds(1.0, 3, 1.0) == 4.0
-    assert sending.backoff_seconds(0.2, 3, 0.5) == pytest.approx(0.2 * 4 * 0.75)
-    assert sending.backoff_seconds(0.0, 5, 0.7) == 0.0
+    assert retry.backoff_seconds(1.0, 1, 1.0) == 1.0
+    assert retry.backoff_seconds(1.0, 1, 0.0) == 0.5
+    assert retry.backoff_seconds(1.0, 2, 1.0) == 2.0
+    assert retry.backoff_seconds(1.0, 3, 1.0) == 4.0
+    assert retry.backoff_seconds(0.2, 3, 0.5) == pytest.approx(0.2 * 4 * 0.75)
+    assert retry.backoff_seconds(0.0, 5, 0.7) == 0.0
     for n in range(1, 8):
         for rand in (0.0, 0.3, 0.999):
-            d = sending.backoff_seconds(2.0, n, rand)
+            d = retry.backoff_seconds(2.0, n, rand)
             assert 2.0 * 2 ** (n - 1) * 0.5 <= d <= 2.0 * 2 ** (n - 1)
-        assert sending.backoff_seconds(2.0, n + 1, 0.0) > sending.backoff_seconds(2.0, n, 0.0)
+        assert retry.backoff_seconds(2.0, n + 1, 0.0) > retry.backoff_seconds(2.0, n, 0.0)
 
 
 def test_retries_are_spaced_by_growing_backoff(conn: Redis, redis_url: str, queue: Queue, receiver: Receiver) -> None:
@@ -446,7 +425,7 @@ def test_backoff_without_jitter_grows_exactly(
     conn: Redis, redis_url: str, queue: Queue, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base = 0.25
-    monkeypatch.setattr(sending.random, "random", lambda: 1.0)  # the top of the jitter range
+    monkeypatch.setattr(retry.random, "random", lambda: 1.0)  # the top of the jitter range
     settings = _settings(redis_url, delivery_backoff_seconds=base)
     receiver.on("/bj", *[(500, 0)] * 4)
     due = _fire_now(conn, queue, settings, [_trigger(receiver.url + "/bj")])
@@ -467,9 +446,9 @@ def test_idempotency_key_is_per_firing(conn: Redis, settings: Settings, queue: Q
     # the very next tick: every tick here moves the retries left by the previous delivery.
     receiver.on("/k", (500, 0), (200, 0), (200, 0))
     store.replace(conn, WS, [_trigger(receiver.url + "/k")], now=lambda: T)
-    scheduling.tick(conn, queue, settings, now=T + 1.5)
+    ticking.tick(conn, queue, settings, now=T + 1.5)
     _deliver(conn, settings)  # firing T+1, attempt 1: 500
-    scheduling.tick(conn, queue, settings, now=T + 2.5)  # firing T+2 and the retry of T+1
+    ticking.tick(conn, queue, settings, now=T + 2.5)  # firing T+2 and the retry of T+1
     _deliver(conn, settings)
 
     reqs = receiver.to("/k")
@@ -489,14 +468,14 @@ def test_each_firing_is_its_own_unit(conn: Redis, settings: Settings, queue: Que
     # Firing T+1 fails once and again; firing T+2 succeeds at its first attempt meanwhile.
     receiver.on("/u", (500, 0), (200, 0), (500, 0), (200, 0))
     store.replace(conn, WS, [_trigger(receiver.url + "/u")], now=lambda: T)
-    scheduling.tick(conn, queue, settings, now=T + 1.2)
+    ticking.tick(conn, queue, settings, now=T + 1.2)
     _deliver(conn, settings)  # T+1 #1 -> 500
-    assert scheduling.tick(conn, queue, settings, now=T + 1.9).retried == 1
+    assert ticking.tick(conn, queue, settings, now=T + 1.9).retried == 1
     _deliver(conn, settings)  # T+1 #2 -> 200 ... unless the order is taken by the next line
-    r2 = scheduling.tick(conn, queue, settings, now=T + 2.2)
+    r2 = ticking.tick(conn, queue, settings, now=T + 2.2)
     assert (r2.fired, r2.retried) == (1, 0)
     _deliver(conn, settings)  # T+2 #1 -> 500
-    scheduling.tick(conn, queue, settings, now=T + 2.8)
+    ticking.tick(conn, queue, settings, now=T + 2.8)
     _deliver(conn, settings)  # T+2 #2 -> 200
 
     first = _record(conn, "ws:0", T + 1)
@@ -521,12 +500,12 @@ def test_a_new_firing_starts_at_attempt_one_while_the_previous_one_retries(
     # The failing firing and the next one are in flight in the same round.
     receiver.on("/p", (500, 0), (500, 0))
     store.replace(conn, WS, [_trigger(receiver.url + "/p")], now=lambda: T)
-    scheduling.tick(conn, queue, settings, now=T + 1.5)
+    ticking.tick(conn, queue, settings, now=T + 1.5)
     _deliver(conn, settings)  # T+1 #1 -> 500
-    r = scheduling.tick(conn, queue, settings, now=T + 2.5)
+    r = ticking.tick(conn, queue, settings, now=T + 2.5)
     assert (r.fired, r.retried) == (1, 1)
     _deliver(conn, settings)  # T+1 #2 and T+2 #1: one gets 500, the other 200
-    scheduling.tick(conn, queue, settings, now=T + 2.9)  # whichever failed is retried
+    ticking.tick(conn, queue, settings, now=T + 2.9)  # whichever failed is retried
     _deliver(conn, settings)
 
     reqs = receiver.to("/p")
@@ -551,7 +530,7 @@ def test_pending_retry_of_a_removed_trigger_is_dropped(
 ) -> None:
     receiver.on("/r", *[(500, 0)] * 5)
     store.replace(conn, WS, [_trigger(receiver.url + "/r", cron_expr=_once_cron(T + 1))], now=lambda: T)
-    scheduling.tick(conn, queue, settings, now=T + 1.5)
+    ticking.tick(conn, queue, settings, now=T + 1.5)
     _deliver(conn, settings)
     assert conn.zcard(keys.RETRIES) == 1
     if change == "delete":
@@ -559,7 +538,7 @@ def test_pending_retry_of_a_removed_trigger_is_dropped(
     else:  # same jobId ws:0, new definition
         store.replace(conn, WS, [_trigger(receiver.url + "/other", cron_expr=_once_cron(T + 100))], now=lambda: T + 2)
     for i in range(4):
-        scheduling.tick(conn, queue, settings, now=T + 3 + i * 0.2)
+        ticking.tick(conn, queue, settings, now=T + 3 + i * 0.2)
         _deliver(conn, settings)
     assert _attempts(receiver.to("/r")) == [1]
     assert receiver.to("/other") == []
@@ -579,7 +558,7 @@ def test_trigger_deleted_while_its_batch_is_being_delivered_is_not_sent(
     receiver.on("/b", (200, 0.15))
     store.replace(conn, "a", [_trigger(receiver.url + "/a")], now=lambda: T)
     store.replace(conn, "b", [_trigger(receiver.url + "/b")], now=lambda: T)
-    assert scheduling.tick(conn, queue, settings, now=T + 1.2).fired == 2
+    assert ticking.tick(conn, queue, settings, now=T + 1.2).fired == 2
     assert queue.count == 1  # one batch: the second firing waits for the first
 
     deleted: list[str] = []
@@ -611,7 +590,7 @@ def test_completed_and_failed_records_are_trimmed_by_count(
     receiver.on("/bad", *[(500, 0)] * 20)
     store.replace(conn, WS, [_trigger(receiver.url + "/ok"), _trigger(receiver.url + "/bad")], now=lambda: T)
     for i in range(1, 13):
-        scheduling.tick(conn, queue, settings, now=T + i + 0.5)
+        ticking.tick(conn, queue, settings, now=T + i + 0.5)
         _deliver(conn, settings)  # one delivery per round: finish order is scheduled order
     assert len(receiver.to("/ok")) == 12 and len(receiver.to("/bad")) == 12
 
@@ -631,7 +610,7 @@ def test_missed_records_count_as_failed_for_retention(
     settings = _settings(redis_url, failed_keep_count=2, misfire_grace_seconds=0)
     store.replace(conn, WS, [_trigger(receiver.url + "/m")], now=lambda: T)
     for i in range(1, 6):  # each tick is 0.5 s late with no grace: missed
-        assert scheduling.tick(conn, queue, settings, now=T + i + 0.5).missed == 1
+        assert ticking.tick(conn, queue, settings, now=T + i + 0.5).missed == 1
     assert conn.zcard(keys.failed(WS)) == 2
     assert conn.hlen(keys.records(WS)) == 2
     assert {k.decode() for k in conn.hkeys(keys.records(WS))} == {f"ws:0@{_iso(T + 4)}", f"ws:0@{_iso(T + 5)}"}
@@ -645,11 +624,11 @@ def test_completed_records_are_trimmed_by_age(conn: Redis, redis_url: str, queue
     old = {f"ws:9@old-{i}": now - 3600 - i for i in range(3)}
     recent = {"ws:9@recent": now - 30}
     for fid, at in {**old, **recent}.items():
-        data = json.dumps({"id": fid, "outcome": "delivered"})
+        record = Record.delivered(firings.Firing(fid, "ws:9", "v", at), WS, [], finished_at=at)
         firings.record(
             conn,
             "no-batch",
-            [firings.Outcome("d", fid, data, scheduled_at=at)],
+            [firings.Outcome.final(record)],
             now=at,
             retention=firings.Retention(keep_seconds=10**9, keep_done=100, keep_failed=100, keep_history=1000),
             finished=False,
@@ -678,7 +657,7 @@ def test_redis_does_not_grow_at_a_constant_trigger_count(
 
     sizes = []
     for i in range(1, 21):
-        scheduling.tick(conn, queue, settings, now=T + i + 0.5)  # T is ahead of the real clock:
+        ticking.tick(conn, queue, settings, now=T + i + 0.5)  # T is ahead of the real clock:
         _deliver(conn, settings)  # the retry of the previous round is moved at once
         sizes.append((len(persistent_keys()), conn.hlen(keys.records(WS)), conn.dbsize()))
     assert len(receiver.to("/ok")) == 4 * 20
@@ -716,7 +695,7 @@ def test_plain_rq_simple_worker_delivers_a_batch(
     receiver.on("/plain/3", (500, 0))
     triggers = [_trigger(f"{receiver.url}/plain/{i}", payload={"i": i}) for i in range(5)]
     store.replace(conn, WS, triggers, now=lambda: T)
-    assert scheduling.tick(conn, queue, settings, now=T + 1.4).fired == 5
+    assert ticking.tick(conn, queue, settings, now=T + 1.4).fired == 5
     assert queue.count == 1
 
     SimpleWorker([queue], connection=conn).work(burst=True)
@@ -735,7 +714,7 @@ def test_plain_rq_simple_worker_delivers_a_batch(
     assert rec is not None and rec["outcome"] == "retrying"
     assert conn.zcard(keys.RETRIES) == 1  # the failure is retried by the settings read from the environment
 
-    assert scheduling.tick(conn, queue, settings, now=T + 1.6).retried == 1
+    assert ticking.tick(conn, queue, settings, now=T + 1.6).retried == 1
     SimpleWorker([queue], connection=conn).work(burst=True)
     rec = _record(conn, "ws:3", T + 1)
     assert rec is not None and rec["outcome"] == "delivered"
@@ -778,11 +757,11 @@ def test_cookies_set_by_one_target_never_travel_with_another_request(
     receiver.on("/a", (200, 0, {"Set-Cookie": "session=secret-of-workspace-A; Path=/"}))
     store.replace(conn, "a", [_trigger(receiver.url + "/a")], now=lambda: T)
     store.replace(conn, "b", [_trigger(receiver.url + "/b")], now=lambda: T)
-    runtime = delivery.DeliveryRuntime(settings)  # one runtime, one client, for both rounds
+    runtime = DeliveryRuntime(settings)  # one runtime, one client, for both rounds
     delivery.install_runtime(runtime)
     try:
         for now in (T + 1.5, T + 2.5):  # round 1: /a answers with Set-Cookie; round 2: both again
-            scheduling.tick(conn, queue, settings, now=now)
+            ticking.tick(conn, queue, settings, now=now)
             w = worker.DeliveryWorker([queue], connection=conn)
             w.runtime = runtime
             w.work(burst=True)

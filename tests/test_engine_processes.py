@@ -37,7 +37,7 @@ from redis import Redis
 from rq import Queue
 
 from scheduler_api import __version__
-from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
 from scheduler_api.storage import keys
 from scheduler_api.storage import triggers as store
@@ -61,7 +61,7 @@ def enqueue_one_batch(conn: Redis, settings: Settings, triggers: list[Trigger], 
     _, stored = store.replace(conn, workspace, triggers)
     due = stored[0].next_run_at
     assert due is not None and all(s.next_run_at == due for s in stored)
-    result = scheduling.tick(conn, Queue(settings.queue_name, connection=conn), settings, now=due)
+    result = ticking.tick(conn, Queue(settings.queue_name, connection=conn), settings, now=due)
     assert (result.fired, result.pushed) == (len(triggers), 1), result
     return due
 

@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from scheduler_api import cron
 from scheduler_api.api import create_app
-from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.engine import tick as ticking
 from scheduler_api.storage import keys
 
 KEY = "fuzz-key-0123456789abcdef"
@@ -271,7 +271,7 @@ def test_accepted_triggers_can_be_scheduled_and_rejected_ones_change_nothing(
         return
     # A tick once every trigger is due plans each of them: the enabled ones fire, none is lost.
     settings = make_settings(redis_url, misfire_grace_seconds=1e10)
-    result = scheduling.tick(conn, Queue(settings.queue_name, connection=conn), settings, now=max(next_runs) + 0.5)
+    result = ticking.tick(conn, Queue(settings.queue_name, connection=conn), settings, now=max(next_runs) + 0.5)
     assert result.fired == sum(1 for t in triggers if t.get("enabled", True))
     assert result.missed == 0
     for job in listed["jobs"]:

@@ -10,7 +10,7 @@ from processes import Procs, start_worker, stop, wait_until
 from redis import Redis
 from rq import Queue
 
-from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
 from scheduler_api.storage import firings
 from scheduler_api.storage import triggers as store
@@ -23,7 +23,7 @@ def _deliver_one_with(procs: Procs, conn: Redis, settings: Settings, url: str, *
     """One firing with a secret header, delivered by a real worker process; return its log."""
     store.replace(conn, "logs", [Trigger(cron="* * * * * *", url=url, method="POST", headers={"X-Token": SECRET})])
     due = time.time() + 1
-    scheduling.tick(conn, Queue(settings.queue_name, connection=conn), settings, now=due)
+    ticking.tick(conn, Queue(settings.queue_name, connection=conn), settings, now=due)
     [firing_id] = [k.decode() for k in conn.hkeys(conn.keys("sa:batch:*")[0])]
     worker = start_worker(procs, conn, **env)
     wait_until(lambda: firings.get_record(conn, firing_id) is not None, 20, "the delivery record", procs)

@@ -14,6 +14,7 @@ from rq import Queue
 from scheduler_api.api import create_app
 from scheduler_api.delivery import worker
 from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
 from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
@@ -107,7 +108,7 @@ def test_counters_follow_the_deliveries(client: TestClient, conn: Redis, redis_u
     assert v(s, "scheduler_delivery_duration_seconds_count") == 3
     assert v(s, "scheduler_lateness_seconds_count") == 3
 
-    scheduling.tick(conn, queue, settings, now=T + 0.5)  # moves both retries
+    ticking.tick(conn, queue, settings, now=T + 0.5)  # moves both retries
     worker.run_worker(settings, conn, burst=True)
     s = scrape(client)
     assert v(s, "scheduler_queue_depth", where="retries") == 0
@@ -128,7 +129,7 @@ def test_counters_follow_the_deliveries(client: TestClient, conn: Redis, redis_u
     store.delete(conn, "ws")
     store.replace(conn, "strict", [Trigger(cron="* * * * *", url=receiver.url + "/b", method="GET")], now=lambda: T)
     store.replace(conn, "late", [Trigger(cron="0 * * * *", url=receiver.url + "/m", method="GET")], now=lambda: T)
-    result = scheduling.tick(conn, queue, settings, now=T + 3600 + 70)  # hourly is 70 s late: missed
+    result = ticking.tick(conn, queue, settings, now=T + 3600 + 70)  # hourly is 70 s late: missed
     assert result.missed == 1
     worker.run_worker(make_settings(redis_url, allow_private_targets=False), conn, burst=True)
     s = scrape(client)

@@ -24,9 +24,9 @@ from rq import Queue
 
 from scheduler_api.cron import iso
 from scheduler_api.delivery import worker
-from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
-from scheduler_api.storage import firings, history, keys
+from scheduler_api.storage import firings, keys
 from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
 
@@ -166,7 +166,7 @@ def _drive(conn: Redis, settings: Settings, done: Any, timeout: float = 10.0) ->
     deadline = time.monotonic() + timeout
     while not done():
         assert time.monotonic() < deadline, "not reached in time"
-        scheduling.tick(conn, queue, settings, now=time.time())
+        ticking.tick(conn, queue, settings, now=time.time())
         worker.run_worker(settings, conn, burst=True)
         time.sleep(0.01)
 
@@ -236,7 +236,7 @@ def test_a_manual_run_never_shares_an_id_with_a_scheduled_firing(
     _, [stored] = store.replace(
         conn, "ws", [Trigger(cron=EVERY_SECOND, url=receiver.url + "/x", method="GET")], now=lambda: T - 0.5
     )
-    manual = history.run_now(conn, stored, now=T)
+    manual = firings.enqueue_now(conn, stored, now=T)
     assert manual == "ws:0@2027-01-15T08:00:00.000Z"
     tick_and_deliver(conn, settings, T + 0.1)
     assert sorted(h(r)["idempotency-key"] for r in receiver.to("/x")) == sorted([manual, "ws:0@2027-01-15T08:00:00Z"])

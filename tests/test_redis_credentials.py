@@ -20,7 +20,7 @@ from rq import Queue
 from scheduler_api.api import create_app
 from scheduler_api.delivery import worker
 from scheduler_api.embedded_redis import RedisServer
-from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.engine import tick as ticking
 from scheduler_api.storage import connection, firings
 from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
@@ -80,7 +80,7 @@ def test_api_scheduler_and_worker_with_credentials(
     try:
         store.replace(conn, WS, [Trigger(cron="* * * * * *", url=receiver.url + "/hook", method="GET")], now=lambda: T)
         queue = Queue(settings.queue_name, connection=conn)
-        assert scheduling.tick(conn, queue, settings, now=T + 1.2).fired == 1
+        assert ticking.tick(conn, queue, settings, now=T + 1.2).fired == 1
         worker.run_worker(settings, conn, burst=True)
     finally:
         conn.close()

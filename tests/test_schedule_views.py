@@ -12,7 +12,7 @@ from redis import Redis
 from rq import Queue
 
 from scheduler_api import cron
-from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
 from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
@@ -110,7 +110,7 @@ def test_next_run_at_advances_with_the_schedule(
         return [j["next_run_at"] for j in client.get("/api/workspaces/ws/triggers").json()["jobs"]]
 
     assert next_runs() == ["2027-01-15T08:00:10Z", "2027-01-16T08:00:00Z"]  # 09:00 Paris = 08:00Z
-    scheduling.tick(conn, queue, settings, now=T + 10.2)
+    ticking.tick(conn, queue, settings, now=T + 10.2)
     assert next_runs() == ["2027-01-15T08:00:20Z", "2027-01-16T08:00:00Z"]
     one = client.get("/api/workspaces/ws/triggers/0").json()["job"]
     assert one["next_run_at"] == "2027-01-15T08:00:20Z"
@@ -266,3 +266,32 @@ def test_preview_rejects_invalid_cron_or_timezone_with_its_path(
 def test_preview_malformed_json_is_400(client: TestClient) -> None:
     r = client.post("/api/cron/preview", content=b"{not json", headers={"Content-Type": "application/json"})
     assert_error(r, 400)
+
+
+def test_preview_shows_the_runs_after_a_given_instant(client: TestClient) -> None:
+    r = client.post("/api/cron/preview", json={"cron": "0 9 * * *", "after": "2026-11-01T09:00:00Z"})
+    assert r.status_code == 200, r.text
+    assert r.json()["next_runs"] == [f"2026-11-0{d}T09:00:00Z" for d in range(2, 7)]
+    # Any offset: the same instant written in Paris time.
+    r = client.post("/api/cron/preview", json={"cron": "0 9 * * *", "after": "2026-11-01T10:00:00+01:00"})
+    assert r.json()["next_runs"][0] == "2026-11-02T09:00:00Z"
+
+
+def test_preview_after_across_a_fall_back_runs_every_real_hour(client: TestClient) -> None:
+    """America/New_York falls back at 06:00Z on 2026-11-01: 01:00 happens at 05:00Z and at 06:00Z."""
+    body = {"cron": "0 * * * *", "timezone": "America/New_York", "after": "2026-11-01T04:30:00Z"}
+    r = client.post("/api/cron/preview", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["next_runs"] == [f"2026-11-01T0{h}:00:00Z" for h in range(5, 10)]
+    fixed = client.post("/api/cron/preview", json={**body, "cron": "30 1 * * *"}).json()
+    assert fixed["next_runs"][:2] == ["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"]  # once, at the first 01:30
+
+
+@pytest.mark.parametrize(
+    "after",
+    ["2026-11-01T09:00:00", "tomorrow", "", 12, "9999-12-31T23:59:59Z"],
+    ids=["no-offset", "words", "empty", "number", "end-of-calendar"],
+)
+def test_preview_refuses_an_after_that_is_no_instant_with_a_400(client: TestClient, after: Any) -> None:
+    details = assert_error(client.post("/api/cron/preview", json={"cron": "0 0 1 1 *", "after": after}), 400)
+    assert [d["path"] for d in details] == ["after"]

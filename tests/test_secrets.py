@@ -19,7 +19,7 @@ from rq import Queue
 
 from scheduler_api.api import create_app
 from scheduler_api.delivery import worker
-from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.engine import tick as ticking
 from scheduler_api.errors import SettingsError
 from scheduler_api.header_crypto import PREFIX, HeaderCipher
 from scheduler_api.settings import Settings, load_settings
@@ -75,7 +75,7 @@ def everything_in_redis(conn: Redis) -> bytes:
 
 def fire(conn: Redis, settings: Settings, *, second: int = 1) -> None:
     queue = Queue(settings.queue_name, connection=conn)
-    assert scheduling.tick(conn, queue, settings, now=T + second + 0.2).fired >= 1
+    assert ticking.tick(conn, queue, settings, now=T + second + 0.2).fired >= 1
     worker.run_worker(settings, conn, burst=True)
 
 

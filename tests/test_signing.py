@@ -14,7 +14,7 @@ from rq import Queue
 
 from scheduler_api import signing
 from scheduler_api.delivery import worker
-from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
 from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
@@ -133,7 +133,7 @@ def deliver(conn: Redis, settings: Settings, triggers: list[Trigger], *nows: flo
     store.replace(conn, "ws", triggers, now=lambda: T - 30)
     queue = Queue(settings.queue_name, connection=conn)
     for now in nows:
-        scheduling.tick(conn, queue, settings, now=now)
+        ticking.tick(conn, queue, settings, now=now)
         worker.run_worker(settings, conn, burst=True)
 
 

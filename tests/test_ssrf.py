@@ -29,7 +29,7 @@ from rq import Queue
 from scheduler_api import ssrf
 from scheduler_api.api import create_app
 from scheduler_api.delivery import worker
-from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
 from scheduler_api.storage import firings, keys
 from scheduler_api.storage import triggers as store
@@ -129,7 +129,7 @@ def fire(
     if second == 1:
         store.replace(conn, WS, triggers, now=lambda: T)
     queue = Queue(settings.queue_name, connection=conn)
-    assert scheduling.tick(conn, queue, settings, now=T + second + 0.2).fired == len(urls)
+    assert ticking.tick(conn, queue, settings, now=T + second + 0.2).fired == len(urls)
     worker.run_worker(settings, conn, burst=True, resolver=resolver)
 
 

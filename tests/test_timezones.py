@@ -22,7 +22,7 @@ from rq import Queue
 
 from scheduler_api import cron
 from scheduler_api.delivery import worker
-from scheduler_api.engine import scheduler as scheduling
+from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
 from scheduler_api.storage import firings, keys
 from scheduler_api.storage import triggers as store
@@ -223,11 +223,11 @@ def test_misfire_across_the_fall_back_fires_the_latest_time_and_moves_forward(
         now=lambda: z("2026-11-01T05:57:30Z"),
     )
     assert cron.iso(conn.zscore(keys.SCHEDULE, "tz:0") or 0) == "2026-11-01T05:58:00Z"
-    result = scheduling.tick(conn, queue, settings, now=z("2026-11-01T06:00:30Z"))
+    result = ticking.tick(conn, queue, settings, now=z("2026-11-01T06:00:30Z"))
     assert (result.fired, result.missed) == (1, 0)
     assert cron.iso(conn.zscore(keys.SCHEDULE, "tz:0") or 0) == "2026-11-01T07:00:00Z"
     for now in ("2026-11-01T06:01:00Z", "2026-11-01T06:30:00Z", "2026-11-01T06:59:59Z"):
-        again = scheduling.tick(conn, queue, settings, now=z(now))
+        again = ticking.tick(conn, queue, settings, now=z(now))
         assert (again.fired, again.missed) == (0, 0), now
     worker.run_worker(settings, conn, burst=True)
     assert [scheduled_at(r) for r in receiver.to("/m")] == ["2026-11-01T05:59:00Z"]
@@ -242,14 +242,14 @@ def test_misfire_beyond_grace_during_the_repeated_hour_is_missed_once(conn: Redi
         [Trigger(cron="*/15 * * * *", url="http://127.0.0.1:9/x", method="GET", timezone=NY)],
         now=lambda: z("2026-11-01T05:10:00Z"),
     )  # next: 05:15Z; the scheduler comes back at 06:20Z (01:20 EST)
-    result = scheduling.tick(conn, queue, settings, now=z("2026-11-01T06:20:00Z"))
+    result = ticking.tick(conn, queue, settings, now=z("2026-11-01T06:20:00Z"))
     assert (result.fired, result.missed) == (0, 1)
     rec = firings.get_record(conn, "tz:0@2026-11-01T05:45:00Z")
     assert rec is not None and rec["outcome"] == "missed"
     assert cron.iso(conn.zscore(keys.SCHEDULE, "tz:0") or 0) == "2026-11-01T07:00:00Z"
     # Later ticks in the repeated hour neither miss it again nor fire anything.
     for minute in range(21, 60):
-        again = scheduling.tick(conn, queue, settings, now=z(f"2026-11-01T06:{minute:02d}:00Z"))
+        again = ticking.tick(conn, queue, settings, now=z(f"2026-11-01T06:{minute:02d}:00Z"))
         assert (again.fired, again.missed) == (0, 0), minute
     assert int(conn.hget(keys.METRICS, "missed") or 0) == 1
 
@@ -327,7 +327,7 @@ def test_scheduler_tick_every_minute_across_the_transition_night(
 
     now = z(start)
     while now <= z(end):
-        result = scheduling.tick(conn, queue, settings, now=now)
+        result = ticking.tick(conn, queue, settings, now=now)
         assert result.missed == 0
         now += 60
 

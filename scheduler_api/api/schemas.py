@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
 
 class Job(BaseModel):
@@ -81,9 +81,19 @@ class TriggerResponse(BaseModel):
     job: TriggerDetail
 
 
+def _iso_text(value: Any) -> Any:
+    """An instant is written as ISO 8601 text (pydantic alone also reads numbers as unix times)."""
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date-time with an offset or Z, such as 2026-11-01T04:30:00Z")
+    return value
+
+
 class PreviewRequest(BaseModel):
     cron: str
     timezone: str | None = None
+    after: Annotated[AwareDatetime, BeforeValidator(_iso_text)] | None = Field(
+        None, description="Show the runs after this instant (ISO 8601 with an offset or Z); default now."
+    )
 
 
 class PreviewResponse(BaseModel):

@@ -1,4 +1,4 @@
-"""One delivery attempt: build the request, send it, and judge the outcome.
+"""One delivery attempt: build the request and send it.
 
 What is sent: the trigger's method and url, its headers, `payload` as a JSON body for POST, PUT
 and PATCH (none for GET and DELETE), plus `User-Agent: scheduler-api/<version>` (in place of the
@@ -8,25 +8,15 @@ trigger's own, if it has one), `X-Scheduler-Workspace`, `X-Scheduler-Trigger` (t
 ``SIGNING_SECRETS`` set, `X-Scheduler-Signature` (scheduler_api.signing). Redirects are not
 followed.
 
-Outcome rules (`classify`):
-* a 2xx response is **delivered** - final;
-* a target the SSRF guard refuses (scheduler_api.ssrf) is **blocked** - final, never retried,
-  with the reason in the record and the log;
-* a header value that cannot be decrypted (``SECRETS_KEY`` rotated too early), or that is not
-  ASCII (stored before the API refused such values), or an url httpx cannot send (the API
-  checks urls, so only one stored under older rules), is **failed** - final, never retried, and
-  nothing is sent;
-* any other status (3xx and 4xx included), a timeout (`DELIVERY_TIMEOUT_SECONDS` for the whole
-  exchange) or a transport error (refused, reset, DNS, TLS) is a failed attempt: it is **retried**
-  while retries remain (`DELIVERY_MAX_RETRIES`, 3 = four attempts in all), after
-  `DELIVERY_BACKOFF_SECONDS * 2**(n-1)` seconds scaled by a random factor in [0.5, 1]
-  (n = retries so far + 1); then the firing is **failed** - final.
+`send` never raises: every failure becomes the returned `Attempt`'s `error` (``timeout``,
+``blocked`` by the SSRF guard, the transport's error class...), and `Attempt.final` marks one that
+no retry can fix (a blocked target, an url or header that cannot be sent). Which attempts are
+retried, and when, is decided in `scheduler_api.delivery.retry`.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -39,14 +29,13 @@ from scheduler_api import cron as cronlib
 from scheduler_api.delivery.http import DeliveryClient, aiohttp_url
 from scheduler_api.settings import Settings
 from scheduler_api.ssrf import TargetPolicy, blocked_in_chain
-from scheduler_api.storage.firings import Firing, Outcome
-from scheduler_api.storage.triggers import StoredTrigger, compact_json
+from scheduler_api.storage.firings import Firing
+from scheduler_api.storage.triggers import StoredTrigger
 from scheduler_api.triggers import BODY_METHODS
 
 log = logging.getLogger("scheduler_api.delivery")
 
 USER_AGENT = f"scheduler-api/{__version__}".encode("ascii")
-URL_ERRORS = (httpx.InvalidURL, ValueError)  # what httpx's url parse raises (IDNA's errors are ValueErrors)
 
 
 @dataclass(frozen=True)
@@ -72,7 +61,7 @@ def build_request(trigger: StoredTrigger, firing: Firing, options: SendOptions) 
     """The request of one attempt (see the module docstring for what it carries).
 
     A `User-Agent` among the trigger's headers is replaced by ours (one header line, not two).
-    Raises UnicodeEncodeError for a header value that is not ASCII. The body is given as a
+    The body is given as a
     ready stream, so httpx adds no headers of its own: the transport sets Host and
     Content-Length from the url and the bytes.
     """
@@ -103,7 +92,7 @@ def build_request(trigger: StoredTrigger, firing: Firing, options: SendOptions) 
 
 @lru_cache(maxsize=65_536)
 def parsed_url(url: str) -> httpx.URL:
-    """httpx's parse of a trigger url, once per url (parsing was ~6 % of a delivery's CPU)."""
+    """httpx's parse of a trigger url, once per url (workers send to the same urls again and again)."""
     return httpx.URL(url)
 
 
@@ -115,18 +104,10 @@ def refused_host(url: httpx.URL, policy: TargetPolicy) -> str | None:
 def warm(trigger: StoredTrigger, options: SendOptions) -> None:
     """Parse ahead what a delivery of `trigger` parses (scheduler_api.storage.prefetch): its url for httpx,
     the SSRF check and aiohttp, and its payload; into the caches `send` reads."""
-    try:
-        url = parsed_url(trigger.url)
-    except URL_ERRORS:
-        return  # its firing fails for good, with the reason (`send`)
+    url = parsed_url(trigger.url)
     refused_host(url, options.policy)
     aiohttp_url(str(url))
     _ = trigger.payload_json
-
-
-def backoff_seconds(base: float, retry_number: int, rand: float) -> float:
-    """Delay before retry `retry_number` (1-based): base * 2**(n-1), scaled into [0.5, 1] by rand."""
-    return float(base * (2 ** (retry_number - 1)) * (0.5 + rand / 2))
 
 
 @dataclass
@@ -159,21 +140,13 @@ async def send(client: DeliveryClient, trigger: StoredTrigger, firing: Firing, o
     """Send one attempt; never raises (every failure becomes the Attempt's `error`)."""
     started = time.time()
     t0 = time.perf_counter()
-    try:
-        url = parsed_url(trigger.url)
-    except URL_ERRORS as e:  # the API refuses such urls; one stored earlier is no crash
-        return Attempt(started, 0.0, error="url", message=f"the url cannot be sent: {e}", final=True)
-    refused = refused_host(url, options.policy)
-    if refused:
-        return Attempt(started, 0.0, error="blocked", message=f"target refused: {refused}", final=True)
-    try:
-        request = build_request(trigger, firing, options)
-    except UnicodeError:
-        # A value the API refuses today (non-ASCII) but stored earlier: it can never be sent, so
-        # fail for good instead of crashing the batch; the message does not quote the value.
-        return Attempt(started, 0.0, error="headers", message="a header value is not ASCII: cannot send", final=True)
     timeout = options.timeout
     try:
+        url = parsed_url(trigger.url)
+        refused = refused_host(url, options.policy)
+        if refused:
+            return Attempt(started, 0.0, error="blocked", message=f"target refused: {refused}", final=True)
+        request = build_request(trigger, firing, options)
         response = await client.deliver(request)  # the client's transport bounds the whole exchange
         try:
             excerpt = b""
@@ -200,29 +173,3 @@ async def send(client: DeliveryClient, trigger: StoredTrigger, firing: Firing, o
         if not isinstance(e, httpx.HTTPError):  # still a failed attempt, not a crash
             log.exception("unexpected error delivering %s", firing.id)
         return Attempt(started, elapsed, error=type(e).__name__, message=str(e)[:300])
-
-
-def classify(firing: Firing, trigger: StoredTrigger, attempt: Attempt, settings: Settings, *, now: float) -> Outcome:
-    """Turn an attempt into the firing's outcome (see the module docstring for the rules)."""
-    tries = [*firing.attempts, attempt.as_dict(firing.attempt)]
-    record: dict[str, Any] = {
-        "id": firing.id,
-        "jobId": firing.job_id,
-        "workspace_id": trigger.workspace_id,
-        "scheduled_at": cronlib.iso(firing.scheduled_at),
-        "attempts": tries,
-    }
-    retries_used = firing.attempt - 1
-    if not attempt.ok and not attempt.final and retries_used < settings.delivery_max_retries:
-        delay = backoff_seconds(settings.delivery_backoff_seconds, retries_used + 1, random.random())
-        nxt = Firing(firing.id, firing.job_id, firing.version, firing.scheduled_at, firing.attempt + 1, tries)
-        record |= {"outcome": "retrying", "next_attempt_at": cronlib.iso(now + delay)}
-        return Outcome("r", firing.id, compact_json(record), nxt.to_json(), now + delay, firing.scheduled_at)
-    if attempt.ok:
-        kind, outcome = "d", "delivered"
-    elif attempt.error == "blocked":
-        kind, outcome = "b", "blocked"
-    else:
-        kind, outcome = "f", "failed"
-    record |= {"outcome": outcome, "finished_at": cronlib.iso(now)}
-    return Outcome(kind, firing.id, compact_json(record), scheduled_at=firing.scheduled_at)

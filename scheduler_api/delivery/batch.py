@@ -1,29 +1,25 @@
-"""Delivery: the RQ job that sends the HTTP requests of one batch of firings.
+"""One RQ job: deliver a batch of firings (`run_batch`, run by `BatchRun`).
 
 `run_batch(batch_id)` is the RQ job function. It runs under our `scheduler-api worker` (no fork,
-one event loop and one shared `httpx.AsyncClient` kept across jobs) and under the plain
-`rq worker` command as well (then each job builds its own loop and client). What one attempt
-sends and how its outcome is judged is in `scheduler_api.delivery.attempt`; in short:
-
-* a 2xx answer is delivered;
-* any other status (3xx included, redirects are not followed), a timeout of the whole exchange
-  (`DELIVERY_TIMEOUT_SECONDS`) or a transport error (refused, reset, DNS, TLS) is **retried**, up to
-  `DELIVERY_MAX_RETRIES` more times with exponential backoff and jitter, then failed;
-* never retried, final at once: a target the SSRF guard refuses (blocked), a header that cannot
-  be decrypted or sent, an url that cannot be sent (failed).
+one event loop and one shared HTTP client kept across jobs, scheduler_api.delivery.runtime) and
+under the plain `rq worker` command as well (then each job builds its own runtime). What one
+attempt sends is in `scheduler_api.delivery.attempt`; which outcomes are retried, and when, is in
+`scheduler_api.delivery.retry`.
 
 Rules of the batch:
-* a firing whose trigger was removed or replaced since it was scheduled is **dropped** unsent:
-  a replace or delete takes effect for every firing not yet started. A batch being delivered
-  reads the definitions again, for its firings still waiting for a free slot, as soon as the
-  worker hears of a change (scheduler_api.delivery.changes, about a millisecond after the API's answer)
-  and in any case every 0.25 s;
-* at most `WORKER_CONCURRENCY` requests are in flight; the client connects only to addresses the
-  SSRF guard allows (scheduler_api.ssrf), checked after DNS resolution;
-* outcomes are written every 0.25 s and when the batch ends. A worker that dies mid-batch stops
-  renewing its lease; the scheduler then hands the firings without an outcome to another worker,
-  so a firing is delivered at least once (possibly twice if it was sent but not yet recorded:
-  the Idempotency-Key lets the receiver tell);
+* the job first claims the batch's lease; a batch already done or held by another live worker
+  is left alone;
+* a firing whose trigger was removed or replaced since it was scheduled is **dropped** unsent
+  (`BatchRun.current_trigger`): a replace or delete takes effect for every firing not yet
+  started. A batch being delivered reads the definitions again, for its firings still waiting
+  for a free lane, as soon as the worker hears of a change (scheduler_api.delivery.changes,
+  about a millisecond after the API's answer) and in any case every `FLUSH_EVERY_SECONDS`;
+* a header value that cannot be decrypted fails its firing at once, nothing is sent;
+* at most `WORKER_CONCURRENCY` requests are in flight (one per lane);
+* outcomes are written every `FLUSH_EVERY_SECONDS` and when the batch ends. A worker that dies
+  mid-batch stops renewing its lease; the scheduler then hands the firings without an outcome
+  to another worker, so a firing is delivered at least once (possibly twice if it was sent but
+  not yet recorded: the Idempotency-Key lets the receiver tell);
 * on SIGTERM the batch starts no new request; those in flight finish and the rest go back to
   the outbox at once.
 """
@@ -34,253 +30,198 @@ import asyncio
 import dataclasses
 import logging
 import time
-from typing import Any
 
-import aiohttp
 from redis import Redis
 
 from scheduler_api import cron as cronlib
 from scheduler_api import metrics
-from scheduler_api.delivery import attempt as sending
-from scheduler_api.delivery.attempt import Attempt, SendOptions, classify, send
-from scheduler_api.delivery.changes import ChangeWatch
-from scheduler_api.delivery.http import DeliveryClient, DeliveryTransport
-from scheduler_api.header_crypto import HeaderCipher, SecretsError, open_headers
-from scheduler_api.settings import Settings, load_settings
-from scheduler_api.ssrf import GuardedResolver
+from scheduler_api.delivery.attempt import Attempt, send
+from scheduler_api.delivery.retry import classify
+from scheduler_api.delivery.runtime import DeliveryRuntime
+from scheduler_api.errors import SecretsError
+from scheduler_api.header_crypto import open_headers
+from scheduler_api.settings import load_settings
 from scheduler_api.storage import firings, keys
-from scheduler_api.storage.firings import Firing, Outcome, Retention
+from scheduler_api.storage.firings import Firing, LeaseClaim, Outcome
 from scheduler_api.storage.triggers import StoredTrigger, load_definitions
 
 log = logging.getLogger("scheduler_api.delivery")
 
 FLUSH_EVERY_SECONDS = 0.25
-OUTCOME_NAMES = {"d": "delivered", "f": "failed", "b": "blocked", "r": "retrying"}
+Counts = dict[str, int]
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop where it is installed (it is a dependency on Linux and macOS), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+def _no_counts() -> Counts:
+    return {"delivered": 0, "failed": 0, "blocked": 0, "retrying": 0, "dropped": 0}
 
 
-class DeliveryRuntime:
-    """An event loop and one shared HTTP client that live as long as the worker process."""
+class BatchRun:
+    """The delivery of one claimed batch: `WORKER_CONCURRENCY` lanes take its firings in order,
+    one request each at a time, while `keep_lease` flushes outcomes and renews the lease."""
 
-    def __init__(self, settings: Settings, *, resolver: Any = None) -> None:
-        """`resolver`: an aiohttp resolver to ask instead of the system's (tests control DNS with it);
-        the SSRF guard always wraps it."""
-        self.settings = settings
-        self.options = SendOptions.from_settings(settings)
-        self.cipher = HeaderCipher(settings.secrets_key) if settings.secrets_key else None
-        self.retention = Retention.from_settings(settings)
-        self.resolver = resolver
-        self.loop = new_event_loop()
-        self.stopping = False
-        self.busy = False  # a batch is being delivered (prefetching waits)
-        self.changes: ChangeWatch | None = None  # set by `scheduler-api worker`
-        self._client: DeliveryClient | None = None
+    def __init__(self, runtime: DeliveryRuntime, conn: Redis, batch_id: str, firings_: list[Firing]) -> None:
+        self.runtime = runtime
+        self.conn = conn
+        self.batch_id = batch_id
+        self.seen = runtime.changes_seen()  # changes heard of before the definitions are read
+        self.work: list[Firing] = firings_
+        self.taken = 0  # firings started (or dropped) so far, in order
+        self.pending: list[Outcome] = []  # outcomes not yet written
+        self.counts = _no_counts()
+        self.durations: list[float] = []
+        self.lateness: list[float] = []
+        # The definitions as last read, by jobId; refreshed by `refresh_definitions`.
+        self.current: dict[str, StoredTrigger] = load_definitions(conn, sorted({f.job_id for f in firings_}))
+        self.checked = time.monotonic()
 
-    def client(self) -> DeliveryClient:
-        """The shared client: httpx over aiohttp, whose connector resolves through the SSRF guard."""
-        if self._client is None:
-            concurrency = self.settings.worker_concurrency
-            guard = GuardedResolver(self.options.policy, self.resolver)
+    def current_trigger(self, firing: Firing) -> StoredTrigger | None:
+        """The firing's trigger as it stands, or None (and the firing dropped) when the trigger was
+        removed or replaced since the firing was scheduled."""
+        trigger = self.current.get(firing.job_id)
+        if trigger is not None and trigger.version == firing.version:
+            return trigger
+        log.info("firing %s dropped: its trigger was removed or replaced", firing.id)
+        self.add(Outcome.dropped(firing.id))
+        return None
 
-            def session() -> aiohttp.ClientSession:  # built lazily, inside the running loop
-                # No cookie jar: one client serves every workspace, and a cookie one target set
-                # must never travel with another tenant's request.
-                return aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=concurrency, resolver=guard),
-                    cookie_jar=aiohttp.DummyCookieJar(),
-                    # A request with a body always names its type (sending.build_request); a
-                    # bodyless POST gets none, not aiohttp's "application/octet-stream".
-                    skip_auto_headers=("Content-Type",),
-                )
+    def add(self, outcome: Outcome) -> None:
+        self.pending.append(outcome)
+        self.counts[outcome.kind.value] += 1
 
-            self._client = DeliveryClient(
-                DeliveryTransport(timeout=self.settings.delivery_timeout_seconds, client=session),
-                timeout=self.settings.delivery_timeout_seconds,
+    def flush(self, *, finished: bool) -> None:
+        """Write the pending outcomes and metrics; with `finished`, let go of the batch."""
+        out, self.pending = self.pending, []
+        firings.record(
+            self.conn, self.batch_id, out, now=time.time(), retention=self.runtime.retention, finished=finished
+        )
+        if self.durations or self.lateness:
+            pipe = self.conn.pipeline(transaction=False)
+            metrics.observe(pipe, "delivery_duration_seconds", self.durations)
+            metrics.observe(pipe, "lateness_seconds", self.lateness)
+            self.durations, self.lateness = [], []
+            pipe.execute()
+
+    async def keep_lease(self) -> None:
+        """Every `FLUSH_EVERY_SECONDS`, write what is pending; every third of the lease, renew it."""
+        lease = self.runtime.settings.worker_lease_seconds
+        renew_every = lease / 3
+        renewed = time.monotonic()
+        while True:
+            await asyncio.sleep(min(FLUSH_EVERY_SECONDS, renew_every))
+            if self.pending:
+                self.flush(finished=False)
+            if time.monotonic() - renewed >= renew_every:
+                firings.renew_lease(self.conn, self.batch_id, until=time.time() + lease)
+                renewed = time.monotonic()
+
+    def refresh_definitions(self) -> None:
+        """Read again the definitions of the firings not started yet: all of them when the last full
+        read is `FLUSH_EVERY_SECONDS` old (or changes may have been missed), else those of the
+        workspaces changed since (a cheap comparison when nothing changed)."""
+        changes = self.runtime.changes
+        if time.monotonic() - self.checked >= FLUSH_EVERY_SECONDS:
+            self.seen = self.runtime.changes_seen()
+            self._reread(self._waiting())
+            self.checked = time.monotonic()
+        elif changes is not None and changes.generation != self.seen:
+            changed, self.seen = changes.changed_since(self.seen)
+            if changed is None:
+                self._reread(self._waiting())
+                self.checked = time.monotonic()
+            else:
+                self._reread({jid for jid in self._waiting() if keys.split_job_id(jid)[0] in changed})
+
+    def _waiting(self) -> set[str]:
+        return {f.job_id for f in self.work[self.taken - 1 :]}
+
+    def _reread(self, job_ids: set[str]) -> None:
+        latest = load_definitions(self.conn, sorted(job_ids))
+        for jid in job_ids:
+            if jid in latest:
+                self.current[jid] = latest[jid]
+            else:
+                self.current.pop(jid, None)
+
+    async def lane(self) -> None:
+        """Take the next firing not started, until none is left or the worker stops."""
+        while self.taken < len(self.work) and not self.runtime.stopping:
+            firing = self.work[self.taken]
+            self.taken += 1
+            self.refresh_definitions()
+            trigger = self.current_trigger(firing)
+            if trigger is not None:
+                await self.deliver_one(firing, trigger)
+
+    async def deliver_one(self, firing: Firing, trigger: StoredTrigger) -> None:
+        """One attempt of `firing`, its outcome queued for the next flush, and its log line."""
+        runtime = self.runtime
+        try:
+            headers = open_headers(runtime.cipher, trigger.headers)
+        except SecretsError as e:
+            log.error("firing %s failed: %s", firing.id, e)
+            failed = Attempt(time.time(), 0.0, error="secrets", message=str(e), final=True)
+            self.add(classify(firing, trigger, failed, runtime.retry, now=time.time()))
+            return
+        if headers is not trigger.headers:  # decrypted: a copy, the cached definition stays sealed
+            trigger = dataclasses.replace(trigger, headers=headers)
+        attempt = await send(runtime.client(), trigger, firing, runtime.options)
+        outcome = classify(firing, trigger, attempt, runtime.retry, now=time.time())
+        self.add(outcome)
+        if attempt.error != "blocked":
+            self.durations.append(attempt.duration)
+        if firing.attempt == 1:
+            self.lateness.append(max(attempt.started_at - firing.scheduled_at, 0.0))
+        if attempt.error == "blocked":  # say why: the operator must see which address was refused
+            log.warning(
+                "delivery blocked by the SSRF guard workspace=%s trigger=%s: %s",
+                trigger.workspace_id,
+                trigger.job_id,
+                attempt.message,
             )
-        return self._client
+        if log.isEnabledFor(logging.INFO):  # the arguments cost as much as a request's parsing
+            fields = {
+                "workspace": trigger.workspace_id,
+                "trigger": trigger.job_id,
+                "scheduled_at": cronlib.iso(firing.scheduled_at),
+                "attempt": firing.attempt,
+                "status": attempt.status,
+                "error": attempt.error,
+                "duration_ms": round(attempt.duration * 1000, 1),
+                "outcome": outcome.kind.value,
+            }  # never header values; in production each is a field of the JSON log line
+            log.info(" ".join(["delivery", *(f"{k}={v}" for k, v in fields.items())]), extra=fields)
 
-    def close(self) -> None:
-        if self._client is not None:
-            self.loop.run_until_complete(self._client.aclose())
-            self._client = None
-        self.loop.run_until_complete(asyncio.sleep(0))  # let aiohttp close its sockets
-        self.loop.close()
-
-    def warm(self, trigger: StoredTrigger) -> None:
-        """Prefetching's hook (scheduler_api.storage.prefetch): `sending.warm` with this worker's options."""
-        sending.warm(trigger, self.options)
-
-    def run_batch(self, conn: Redis, batch_id: str) -> dict[str, int]:
-        """Deliver what is left of a batch; see the module docstring for the rules."""
-        self.busy = True
+    async def run(self) -> Counts:
+        """Deliver the batch; outcomes are flushed and the batch let go whatever happens."""
+        keeper = asyncio.create_task(self.keep_lease())
         try:
-            return self._run_batch(conn, batch_id)
+            lanes = min(self.runtime.settings.worker_concurrency, len(self.work)) or 1
+            await asyncio.gather(*(self.lane() for _ in range(lanes)))
+            if self.runtime.stopping and self.taken < len(self.work):
+                left = len(self.work) - self.taken
+                log.info("batch %s: stopping, %d firing(s) left for another worker", self.batch_id, left)
         finally:
-            self.busy = False
-
-    def _run_batch(self, conn: Redis, batch_id: str) -> dict[str, int]:
-        settings = self.settings
-        claim = firings.claim_lease(conn, batch_id, now=time.time(), lease_seconds=settings.worker_lease_seconds)
-        if claim != 1:
-            log.info("batch %s: %s", batch_id, "already done" if claim == 0 else "held by another worker")
-            return {"delivered": 0, "failed": 0, "blocked": 0, "retrying": 0, "dropped": 0}
-        seen = self.changes_seen()
-        batch = firings.load_batch(conn, batch_id)
-        defs = load_definitions(conn, sorted({f.job_id for f in batch}))
-        work: list[tuple[Firing, StoredTrigger]] = []
-        dropped: list[Outcome] = []
-        for f in batch:
-            trigger = defs.get(f.job_id)
-            if trigger is None or trigger.version != f.version:
-                log.info("firing %s dropped: its trigger was removed or replaced", f.id)
-                dropped.append(Outcome("x", f.id))
-                continue
+            keeper.cancel()
             try:
-                opened = open_headers(self.cipher, trigger.headers)
-                if opened is not trigger.headers:  # decrypted: a copy, the cached definition stays sealed
-                    trigger = dataclasses.replace(trigger, headers=opened)
-            except SecretsError as e:
-                log.error("firing %s failed: %s", f.id, e)
-                failed = Attempt(time.time(), 0.0, error="secrets", message=str(e), final=True)
-                dropped.append(classify(f, trigger, failed, settings, now=time.time()))
-                continue
-            work.append((f, trigger))
-        return self.loop.run_until_complete(self._deliver(conn, batch_id, work, dropped, seen))
-
-    def changes_seen(self) -> int:
-        return self.changes.generation if self.changes is not None else 0
-
-    async def _deliver(
-        self,
-        conn: Redis,
-        batch_id: str,
-        work: list[tuple[Firing, StoredTrigger]],
-        dropped: list[Outcome],
-        seen: int,
-    ) -> dict[str, int]:
-        settings = self.settings
-        client = self.client()
-        pending: list[Outcome] = list(dropped)
-        counts = {"delivered": 0, "failed": 0, "blocked": 0, "retrying": 0, "dropped": 0}
-        for o in dropped:
-            counts[OUTCOME_NAMES.get(o.kind, "dropped")] += 1
-        durations: list[float] = []
-        lateness: list[float] = []
-
-        def flush(finished: bool) -> None:
-            nonlocal pending, durations, lateness
-            out, pending = pending, []
-            firings.record(conn, batch_id, out, now=time.time(), retention=self.retention, finished=finished)
-            if durations or lateness:
-                pipe = conn.pipeline(transaction=False)
-                metrics.observe(pipe, "delivery_duration_seconds", durations)
-                metrics.observe(pipe, "lateness_seconds", lateness)
-                durations, lateness = [], []
-                pipe.execute()
-
-        async def keeper() -> None:
-            renew_every = settings.worker_lease_seconds / 3
-            renewed = time.monotonic()
-            while True:
-                await asyncio.sleep(min(FLUSH_EVERY_SECONDS, renew_every))
-                if pending:
-                    flush(False)
-                if time.monotonic() - renewed >= renew_every:
-                    firings.renew_lease(conn, batch_id, until=time.time() + settings.worker_lease_seconds)
-                    renewed = time.monotonic()
-
-        async def one(firing: Firing, trigger: StoredTrigger) -> None:
-            attempt = await send(client, trigger, firing, self.options)
-            outcome = classify(firing, trigger, attempt, settings, now=time.time())
-            counts[OUTCOME_NAMES[outcome.kind]] += 1
-            pending.append(outcome)
-            if attempt.error != "blocked":
-                durations.append(attempt.duration)
-            if firing.attempt == 1:
-                lateness.append(max(attempt.started_at - firing.scheduled_at, 0.0))
-            if attempt.error == "blocked":  # say why: the operator must see which address was refused
-                log.warning(
-                    "delivery blocked by the SSRF guard workspace=%s trigger=%s: %s",
-                    trigger.workspace_id,
-                    trigger.job_id,
-                    attempt.message,
-                )
-            if log.isEnabledFor(logging.INFO):  # the arguments cost as much as a request's parsing
-                fields = {
-                    "workspace": trigger.workspace_id,
-                    "trigger": trigger.job_id,
-                    "scheduled_at": cronlib.iso(firing.scheduled_at),
-                    "attempt": firing.attempt,
-                    "status": attempt.status,
-                    "error": attempt.error,
-                    "duration_ms": round(attempt.duration * 1000, 1),
-                    "outcome": OUTCOME_NAMES[outcome.kind],
-                }  # never header values; in production each is a field of the JSON log line
-                log.info(" ".join(["delivery", *(f"{k}={v}" for k, v in fields.items())]), extra=fields)
-
-        # `WORKER_CONCURRENCY` lanes take the firings in order, one request each at a time.
-        # Firings not taken yet have not started: a replace or delete made meanwhile must drop them
-        # too. `current` holds the definitions as last read; those of a workspace are read again
-        # as soon as a change to it is heard of, and all of them when the last full read is
-        # FLUSH_EVERY_SECONDS old (or when changes may have been missed).
-        current: dict[str, StoredTrigger] = {f.job_id: t for f, t in work}
-        checked = time.monotonic()
-        taken = 0
-
-        def reread(job_ids: set[str]) -> None:
-            latest = load_definitions(conn, sorted(job_ids))
-            for jid in job_ids:
-                if jid in latest:
-                    current[jid] = latest[jid]
-                else:
-                    current.pop(jid, None)
-
-        async def lane() -> None:
-            nonlocal checked, taken, seen
-            while taken < len(work) and not self.stopping:
-                firing, trigger = work[taken]
-                taken += 1
-                if time.monotonic() - checked >= FLUSH_EVERY_SECONDS:
-                    seen = self.changes_seen()
-                    reread({f.job_id for f, _ in work[taken - 1 :]})
-                    checked = time.monotonic()
-                elif self.changes is not None and self.changes.generation != seen:
-                    changed, seen = self.changes.changed_since(seen)
-                    waiting = {f.job_id for f, _ in work[taken - 1 :]}
-                    if changed is None:
-                        reread(waiting)
-                        checked = time.monotonic()
-                    else:
-                        reread({jid for jid in waiting if keys.split_job_id(jid)[0] in changed})
-                latest = current.get(firing.job_id)
-                if latest is None or latest.version != firing.version:
-                    log.info("firing %s dropped: its trigger was removed or replaced", firing.id)
-                    pending.append(Outcome("x", firing.id))
-                    counts["dropped"] += 1
-                    continue
-                await one(firing, trigger)
-
-        keeper_task = asyncio.create_task(keeper())
-        try:
-            await asyncio.gather(*(lane() for _ in range(min(settings.worker_concurrency, len(work)) or 1)))
-            if self.stopping and taken < len(work):
-                log.info("batch %s: stopping, %d firing(s) left for another worker", batch_id, len(work) - taken)
-        finally:
-            keeper_task.cancel()
-            try:
-                await keeper_task
+                await keeper
             except asyncio.CancelledError:
                 pass
-            flush(True)
-        return counts
+            self.flush(finished=True)
+        return self.counts
+
+
+def deliver_batch(runtime: DeliveryRuntime, conn: Redis, batch_id: str) -> Counts:
+    """Claim the batch and deliver what is left of it (module docstring)."""
+    claim = firings.claim_lease(conn, batch_id, now=time.time(), lease_seconds=runtime.settings.worker_lease_seconds)
+    if claim is not LeaseClaim.CLAIMED:
+        log.info("batch %s: %s", batch_id, "already done" if claim is LeaseClaim.EMPTY else "held by another worker")
+        return _no_counts()
+    runtime.busy = True
+    try:
+        run = BatchRun(runtime, conn, batch_id, firings.load_batch(conn, batch_id))
+        return runtime.loop.run_until_complete(run.run())
+    finally:
+        runtime.busy = False
 
 
 _runtime: DeliveryRuntime | None = None
@@ -292,7 +233,7 @@ def install_runtime(runtime: DeliveryRuntime | None) -> None:
     _runtime = runtime
 
 
-def run_batch(batch_id: str) -> dict[str, int]:
+def run_batch(batch_id: str) -> Counts:
     """RQ job: deliver the firings of batch `batch_id`."""
     from rq import get_current_job
 
@@ -301,9 +242,9 @@ def run_batch(batch_id: str) -> dict[str, int]:
         raise RuntimeError("run_batch must run as an RQ job")
     conn: Redis = job.connection
     if _runtime is not None:
-        return _runtime.run_batch(conn, batch_id)
+        return deliver_batch(_runtime, conn, batch_id)
     runtime = DeliveryRuntime(load_settings())  # plain `rq worker`: one loop and client per job
     try:
-        return runtime.run_batch(conn, batch_id)
+        return deliver_batch(runtime, conn, batch_id)
     finally:
         runtime.close()

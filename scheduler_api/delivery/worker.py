@@ -26,8 +26,9 @@ from typing import Any
 from redis import Redis
 from rq import Queue, SimpleWorker
 
-from scheduler_api.delivery import batch as delivery
+from scheduler_api.delivery.batch import install_runtime
 from scheduler_api.delivery.changes import ChangeWatch
+from scheduler_api.delivery.runtime import DeliveryRuntime
 from scheduler_api.settings import Settings
 from scheduler_api.storage.prefetch import Prefetcher, run_in_thread
 
@@ -40,7 +41,7 @@ GC_THRESHOLD = 50_000  # allocations between young-generation collections (Pytho
 def tune_gc() -> None:
     """For the long-lived worker process: what was loaded at start-up is never collected, and
     young collections run every 50,000 allocations instead of 700 - each delivery allocates
-    hundreds of short-lived objects, and the default made the collector ~3-4 % of a delivery's CPU.
+    hundreds of short-lived objects, and with the default the collector runs many times per delivery.
     Memory stays bounded: cyclic garbage waits for at most that many allocations."""
     gc.collect()
     gc.freeze()
@@ -51,7 +52,7 @@ def tune_gc() -> None:
 class DeliveryWorker(SimpleWorker):
     """rq SimpleWorker sharing one delivery runtime across jobs; warm shutdown stops new requests."""
 
-    runtime: delivery.DeliveryRuntime | None = None
+    runtime: DeliveryRuntime | None = None
 
     def handle_warm_shutdown_request(self) -> None:
         if self.runtime is not None:
@@ -66,8 +67,8 @@ def run_worker(
 
     `resolver`: an aiohttp resolver asked instead of the system's DNS (tests); the SSRF guard wraps it.
     """
-    runtime = delivery.DeliveryRuntime(settings, resolver=resolver)
-    delivery.install_runtime(runtime)
+    runtime = DeliveryRuntime(settings, resolver=resolver)
+    install_runtime(runtime)
     runtime.client()  # import and build the HTTP client now, not in the first firing's time
     worker = DeliveryWorker([Queue(settings.queue_name, connection=conn)], connection=conn)
     worker.runtime = runtime
@@ -81,5 +82,5 @@ def run_worker(
     finally:
         stop.set()
         runtime.changes.stop()
-        delivery.install_runtime(None)
+        install_runtime(None)
         runtime.close()

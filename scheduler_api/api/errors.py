@@ -1,0 +1,155 @@
+"""The API's error handling: every error becomes ``{"success": false, "error", "details"}``.
+
+Rules, for every endpoint:
+* a `RequestError` is answered with its class's status code (`STATUS`, the one table that maps
+  the error tree of `scheduler_api.errors` to HTTP): invalid input 400, no or unknown key 401, a
+  key outside its workspaces 403, nothing there 404, a stale If-Match 412, a body too large 413;
+  nothing was changed;
+* invalid input caught by FastAPI (path, query, JSON body, a trigger's fields) is a 400 with one
+  `details` entry per problem; malformed JSON too;
+* Redis unreachable, refusing writes or too slow -> 503 with a message saying whether the change
+  may have been made;
+* Starlette's own HTTP errors (404 unknown path, 405 with `Allow`) keep their status;
+* anything unexpected -> 500 in the same shape, logged with its traceback, never sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from scheduler_api.errors import (
+    Details,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    RequestError,
+    StoreUnavailable,
+    Unauthorized,
+)
+
+log = logging.getLogger("scheduler_api.api")
+
+STATUS: dict[type[RequestError], int] = {
+    InvalidRequest: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    PreconditionFailed: 412,
+    PayloadTooLarge: 413,
+}
+
+
+def status_of(error: RequestError) -> int:
+    """The status code of `error`'s class (or of the nearest class in `STATUS` it derives from)."""
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+def error_body(error: str, details: Details | None = None) -> dict[str, Any]:
+    return {"success": False, "error": error, "details": details or []}
+
+
+def error_response(error: RequestError) -> JSONResponse:
+    """The JSON answer to `error`; 401s also name the scheme the client must use."""
+    status = status_of(error)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(error.message, error.details), status_code=status, headers=headers)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    """('body', 'triggers', 1, 'cron') -> 'triggers[1].cron'."""
+    parts = list(loc)
+    if parts and parts[0] in ("body", "path", "query") and len(parts) > 1:
+        parts = parts[1:]
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out or "body"
+
+
+def _message(err: dict[str, Any]) -> str:
+    msg = str(err.get("msg", "invalid"))
+    return msg.removeprefix("Value error, ")
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        detail = next(e for e in errors if e.get("type") == "json_invalid")
+        reason = (detail.get("ctx") or {}).get("error", "invalid JSON")
+        return JSONResponse(
+            error_body("Malformed JSON body", [{"path": "body", "message": str(reason)}]), status_code=400
+        )
+    details = [{"path": _path(tuple(e.get("loc", ()))), "message": _message(e)} for e in errors]
+    return JSONResponse(error_body("Invalid request", details), status_code=400)
+
+
+async def _request_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestError)
+    return error_response(exc)
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """503. Refused or unreachable: nothing was changed. A timeout: the change may have been made
+    (a replace or a delete can be sent again as it is; a run-now would fire once more)."""
+    log.warning("redis unavailable: %s", exc)
+    if isinstance(exc, redis.TimeoutError) or (isinstance(exc, StoreUnavailable) and exc.maybe_done):
+        message = "Redis did not answer in time; the change may or may not have been made, check before retrying"
+    elif isinstance(exc, StoreUnavailable) and exc.refused:
+        message = "Redis is refusing writes for now (out of memory, read-only or loading); nothing was changed"
+    else:
+        message = "Redis is unavailable; nothing was changed, try again later"
+    return JSONResponse(error_body(message, []), status_code=503)
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method served at the request's path. Starlette's 405 names only the methods of the
+    first route with that path, and one path has a route per method here (POST, GET, DELETE)."""
+    allowed = [
+        method
+        for method in ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in request.app.routes)
+    ]
+    return ", ".join(allowed) or None
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers["Allow"] = allowed
+    return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=headers or None)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(error_body("Internal server error"), status_code=500)
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Register the handlers above on `app`."""
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RequestError, _request_error)
+    app.add_exception_handler(StoreUnavailable, _unavailable)
+    app.add_exception_handler(redis.ConnectionError, _unavailable)
+    app.add_exception_handler(redis.TimeoutError, _unavailable)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

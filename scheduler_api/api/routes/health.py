@@ -1,0 +1,48 @@
+"""Outside /api, open to probes and scrapers: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from scheduler_api.api.deps import redis_of, settings_of
+from scheduler_api.api.schemas import ErrorResponse, HealthResponse
+from scheduler_api.metrics import RedisCollector
+from scheduler_api.storage.redis_util import redis_errors
+
+router = APIRouter()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@router.get("/health", response_model=HealthResponse, summary="Liveness: the API process answers")
+def health() -> dict[str, str]:
+    return {"status": "ok", "timestamp": _now()}
+
+
+@router.get(
+    "/ready",
+    response_model=HealthResponse,
+    responses={503: {"model": ErrorResponse, "description": "Redis is unreachable."}},
+    summary="Readiness: the API can reach Redis",
+)
+def ready(request: Request) -> Any:
+    with redis_errors():
+        redis_of(request).ping()
+    return JSONResponse({"status": "ready", "timestamp": _now()})
+
+
+@router.get("/metrics", include_in_schema=False)
+def prometheus_metrics(request: Request) -> Response:
+    """Prometheus text format; the counters live in Redis, so every replica answers the same."""
+    registry = CollectorRegistry()
+    registry.register(RedisCollector(redis_of(request), settings_of(request).queue_name))
+    with redis_errors():
+        body = generate_latest(registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

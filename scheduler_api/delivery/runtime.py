@@ -1,0 +1,93 @@
+"""A worker process's delivery runtime: one event loop and one shared HTTP client, kept across jobs.
+
+Under `scheduler-api worker` one `DeliveryRuntime` lives as long as the process, so up to
+`WORKER_CONCURRENCY` requests are in flight with connection reuse across batches; under the plain
+`rq worker` command each job builds its own (scheduler_api.delivery.batch.run_batch).
+
+The client connects only to addresses the SSRF guard allows (scheduler_api.ssrf, checked on the
+addresses DNS returned), keeps no cookies (one client serves every workspace: a cookie one target
+set must never travel with another tenant's request) and never labels a bodyless request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from scheduler_api.delivery.attempt import SendOptions, warm
+from scheduler_api.delivery.changes import ChangeWatch
+from scheduler_api.delivery.http import DeliveryClient, DeliveryTransport
+from scheduler_api.delivery.retry import RetryPolicy
+from scheduler_api.header_crypto import HeaderCipher
+from scheduler_api.settings import Settings
+from scheduler_api.ssrf import GuardedResolver
+from scheduler_api.storage.firings import Retention
+from scheduler_api.storage.triggers import StoredTrigger
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop where it is installed (it is a dependency on Linux and macOS), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class DeliveryRuntime:
+    """An event loop and one shared HTTP client that live as long as the worker process, with what
+    every batch of the process shares: settings, send options, retry policy, header cipher,
+    retention, the change watch, and the `stopping` / `busy` flags."""
+
+    def __init__(self, settings: Settings, *, resolver: Any = None) -> None:
+        """`resolver`: an aiohttp resolver to ask instead of the system's (tests control DNS with it);
+        the SSRF guard always wraps it."""
+        self.settings = settings
+        self.options = SendOptions.from_settings(settings)
+        self.retry = RetryPolicy.from_settings(settings)
+        self.cipher = HeaderCipher(settings.secrets_key) if settings.secrets_key else None
+        self.retention = Retention.from_settings(settings)
+        self.resolver = resolver
+        self.loop = new_event_loop()
+        self.stopping = False  # set on SIGTERM: batches start no new request
+        self.busy = False  # a batch is being delivered (prefetching waits)
+        self.changes: ChangeWatch | None = None  # set by `scheduler-api worker`
+        self._client: DeliveryClient | None = None
+
+    def client(self) -> DeliveryClient:
+        """The shared client: httpx over aiohttp, whose connector resolves through the SSRF guard."""
+        if self._client is None:
+            concurrency = self.settings.worker_concurrency
+            guard = GuardedResolver(self.options.policy, self.resolver)
+
+            def session() -> aiohttp.ClientSession:  # built lazily, inside the running loop
+                return aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=concurrency, resolver=guard),
+                    cookie_jar=aiohttp.DummyCookieJar(),
+                    # A request with a body always names its type (attempt.build_request); a
+                    # bodyless POST gets none, not aiohttp's "application/octet-stream".
+                    skip_auto_headers=("Content-Type",),
+                )
+
+            self._client = DeliveryClient(
+                DeliveryTransport(timeout=self.settings.delivery_timeout_seconds, client=session),
+                timeout=self.settings.delivery_timeout_seconds,
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self.loop.run_until_complete(self._client.aclose())
+            self._client = None
+        self.loop.run_until_complete(asyncio.sleep(0))  # let aiohttp close its sockets
+        self.loop.close()
+
+    def warm(self, trigger: StoredTrigger) -> None:
+        """Prefetching's hook (scheduler_api.storage.prefetch): `attempt.warm` with this worker's options."""
+        warm(trigger, self.options)
+
+    def changes_seen(self) -> int:
+        """How many trigger changes this process has heard of (0 without a change watch)."""
+        return self.changes.generation if self.changes is not None else 0
