@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler_api import cron
+from scheduler_api import cron, cron_syntax
 
 MONTHS = "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split()
 DAYS = "SUN MON TUE WED THU FRI SAT".split()
@@ -70,7 +70,7 @@ def field_text(draw: st.DrawFn, field: str) -> str:
 @st.composite
 def expressions(draw: st.DrawFn) -> str:
     if draw(st.integers(0, 20)) == 0:
-        return draw(st.sampled_from(sorted(cron._MACRO_EXPR) + ["@reboot", "@DAILY"]))
+        return draw(st.sampled_from(sorted(cron_syntax.MACROS) + ["@reboot", "@DAILY"]))
     names = ["minute", "hour", "dom", "month", "dow"]
     if draw(st.booleans()):
         names = ["second", *names]
