@@ -1,25 +1,34 @@
-"""The one place that parses cron expressions and computes run times (croniter).
+"""The one place that parses cron expressions and computes run times: croniter computes them.
 
-Accepted forms:
-  * five fields, ``minute hour day-of-month month day-of-week`` (``0 9 * * 1-5``);
-  * six fields with **seconds first**, as the original (BullMQ) read them (``*/10 * * * * *``);
-  * the macros ``@yearly @annually @monthly @weekly @daily @midnight @hourly``.
-Names (``JAN``, ``MON``), ranges, lists, steps and croniter's ``L``, ``W`` and ``#`` are accepted.
-Rejected: seven fields (years), croniter's hashed/random ``H``/``R`` values (they would fire at
-times nobody wrote down) and expressions that never match (``0 0 31 2 *``).
+`scheduler_api.cron_syntax` states the accepted text and rewrites it into croniter expressions
+("arms"). This module runs croniter on the wall clock of the expression's time zone (default UTC),
+takes the union of the arms (next = the earliest of their nexts, previous = the latest of their
+previous ones: a day matching either day field) and applies the DST policy on top.
+`tests/test_cron_vectors.py` checks thousands of cases against cron-parser 5.x, the original
+service's parser. All times are unix timestamps (floats); run times are whole seconds.
 
-All times are unix timestamps (floats). An expression is read on the wall clock of its time zone
-(default UTC). DST policy: a local time that does not exist (spring forward) fires once, at the
-first instant after the gap; a local time that happens twice (fall back) fires once, at its first
-occurrence. The validation, the API's previews and the
-scheduler all go through `parse` and `next_after`, so the API never accepts what the scheduler
-cannot run.
+DST policy:
+  * a local time that does not exist (spring forward) fires once, at the first instant after the
+    gap (several times inside one gap collapse into that one firing);
+  * a local time that happens twice (fall back): when the hour field is ``*``/``?`` or a step (every
+    list item of it: ``*``, ``*/2``, ``1-23/2``, ``3/6``) the cron runs in every real occurrence, so
+    ``* * * * *`` and ``0 * * * *`` keep firing through the repeated hour; when the hour is written
+    as values or ranges (``30 1 * * *``, ``0 1-3 * * *``) it fires once, at the first occurrence.
+`last_at_or_before` and `next_after` read the same run times:
+``last_at_or_before(t) <= t < next_after(last_at_or_before(t))``, with no run time in between.
+
+Failure rules: `parse` raises `CronError` for what `cron_syntax` or croniter refuses, an unknown
+time zone and an expression that never matches a real date (``0 0 31 2 *``); `validate` (new input)
+also refuses more than `MAX_CRON_LENGTH` characters, a step beyond its field's span and a backwards
+range, saying what to write instead, while stored definitions are still read as they fired. A run
+time beyond year 9999 raises `CronError`. The validation, the API's previews and the scheduler all
+go through `parse` and `next_after`, so the API never accepts what the scheduler cannot run.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -27,18 +36,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
+from scheduler_api import cron_syntax
 from scheduler_api.errors import CronError as CronError  # raised by every function here
 
-_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-_HASHED = re.compile(r"^[HR](\(|/|$)", re.IGNORECASE)
-
-
 MAX_CRON_LENGTH = 256  # far more than any real expression; parsing cost grows with the length
+_NO_RUN = (CroniterError, ValueError, OverflowError)  # croniter found none (or left years 1-9999)
 
 
 @dataclass(frozen=True)
 class Cron:
-    """A validated cron expression, read in the IANA time zone `tz` (default UTC)."""
+    """A validated cron expression, read in the IANA time zone `tz` (default UTC).
+
+    `expr` is the normalised expression (``9-9`` -> ``9``, ``?`` -> ``*``, ``L5`` -> ``5L``, day-of-week
+    steps written out): it reads the same here and in cron-descriptor."""
 
     expr: str
     seconds_first: bool
@@ -51,27 +61,11 @@ class Cron:
         return _next_after_local(self.expr, self.seconds_first, self.tz, ts)
 
     def last_at_or_before(self, ts: float) -> float:
-        """The latest run time at or before `ts` (run times are whole seconds)."""
+        """The latest run time at or before `ts`."""
+        arms = _arms(self.expr, self.seconds_first)
         if self.tz == "UTC":
-            # croniter's get_prev is strictly before its start.
-            it = croniter(self.expr, math.floor(ts) + 1, ret_type=float, second_at_beginning=self.seconds_first)
-            return float(it.get_prev(float))
-        zone = ZoneInfo(self.tz)
-        local = datetime.fromtimestamp(math.floor(ts), zone)
-        wall = local.replace(tzinfo=None) + timedelta(seconds=1)
-        if local.fold:
-            # `ts` is in the second occurrence of a repeated hour (fall back). Every wall time of
-            # that hour maps to its first occurrence, before `ts`, so the latest run time may be
-            # as late as the hour's end: start the scan one offset change later (instants after
-            # `ts` are skipped below).
-            shift = (local.replace(fold=0).utcoffset() or timedelta()) - (local.utcoffset() or timedelta())
-            wall += max(shift, timedelta())
-        it = croniter(self.expr, wall, ret_type=datetime, second_at_beginning=self.seconds_first)
-        for _ in range(_MAX_SCAN):
-            instant = _instant(it.get_prev(datetime), zone)
-            if instant <= ts:
-                return instant
-        raise CronError(f"no run time of {self.expr!r} found before {ts}")
+            return float(_wall_run(arms, ts, after=False))
+        return float(_last_local(arms, self.expr, ZoneInfo(self.tz), math.floor(ts)))
 
     def next_runs(self, ts: float, count: int) -> list[float]:
         out: list[float] = []
@@ -81,49 +75,138 @@ class Cron:
         return out
 
 
-_MAX_SCAN = 100_000  # wall-clock matches skipped at most: an hour of a per-second cron, with room
+# --- croniter on wall-clock seconds (a local time counted as if it were UTC) ----------------------
+# A croniter iterator holds its position, and threads share the cached ones: each call runs on a
+# copy of a template, so an expression is parsed once, not on every call.
+
+_START = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+
+
+@lru_cache(maxsize=4096)
+def _arms(expr: str, seconds_first: bool) -> tuple[croniter, ...]:
+    """Templates of the expression's arms, less those that never match a real date."""
+    arms = []
+    for text in cron_syntax.read(expr).arms:
+        it = croniter(text, _START, ret_type=float, second_at_beginning=seconds_first)
+        try:
+            copy.copy(it).get_next(float)
+        except _NO_RUN:
+            continue
+        arms.append(it)
+    return tuple(arms)
+
+
+def _wall_run(arms: tuple[croniter, ...], wall: float, *, after: bool) -> int:
+    """The first wall-clock run time strictly after `wall` (`after`), or the last at or before it."""
+    found = []
+    for arm in arms:
+        it = copy.copy(arm)
+        try:  # croniter's previous run time is strictly before its start
+            found.append(it.get_next(float, wall) if after else it.get_prev(float, math.floor(wall) + 1))
+        except _NO_RUN:
+            continue
+    if not found:
+        raise CronError(f"no run time found {'after' if after else 'before'} {wall} (wall clock)")
+    return int(min(found) if after else max(found))
 
 
 @lru_cache(maxsize=65_536)
 def _next_after(expr: str, seconds_first: bool, ts: float) -> float:
     # Memoised: in a tick, thousands of triggers share a few expressions and the same due time.
-    it = croniter(expr, ts, ret_type=float, second_at_beginning=seconds_first)
-    return float(it.get_next(float))
+    return float(_wall_run(_arms(expr, seconds_first), ts, after=True))
+
+
+# --- time zones and the DST policy ----------------------------------------------------------------
+
+
+def _offset(instant: float, zone: ZoneInfo) -> timedelta:
+    return datetime.fromtimestamp(instant, zone).utcoffset() or timedelta()
+
+
+def _transition(lo: int, hi: int, zone: ZoneInfo) -> int:
+    """The first instant in (lo, hi] with the offset of `hi` (`lo` has another one)."""
+    after = _offset(hi, zone)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _offset(mid, zone) == after:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _occurrences(wall: int, zone: ZoneInfo) -> tuple[int, int | None]:
+    """The instant of a wall-clock time (its first occurrence; for a time in a spring-forward gap,
+    the first instant after the gap) and that of its second occurrence if it happens twice."""
+    naive = datetime(1970, 1, 1) + timedelta(seconds=wall)
+    before = naive.replace(tzinfo=zone).utcoffset() or timedelta()  # fold=0: the earlier offset
+    after = naive.replace(tzinfo=zone, fold=1).utcoffset() or timedelta()
+    first = wall - int(before.total_seconds())
+    if before == after:
+        return first, None
+    second = wall - int(after.total_seconds())
+    if before > after:  # fall back: the wall time happens twice
+        return first, second
+    return _transition(second, first, zone), None  # spring forward: in the gap
+
+
+def _repeated_span(local: datetime, zone: ZoneInfo, wall: int) -> tuple[int, int, int] | None:
+    """If the wall time of `local` happens twice: the repeated span [start, end) on the wall clock
+    and the offset (seconds) of its second occurrence."""
+    first, second = _occurrences(wall, zone)
+    if second is None:
+        return None
+    transition = _transition(first, second, zone)
+    before, after = wall - first, wall - second
+    return transition + after, transition + before, after
 
 
 @lru_cache(maxsize=65_536)
 def _next_after_local(expr: str, seconds_first: bool, tz: str, ts: float) -> float:
-    """The DST policy. Matches are found on the local wall clock and mapped to instants:
-    a wall time in a spring-forward gap maps to the first instant after the gap, a wall time
-    that occurs twice maps to its first occurrence (so it fires once), and every instant at or
-    before `ts` is skipped - several gap times collapse onto one instant, which fires once."""
-    zone = ZoneInfo(tz)
-    wall = datetime.fromtimestamp(math.floor(ts), zone).replace(tzinfo=None)
-    it = croniter(expr, wall, ret_type=datetime, second_at_beginning=seconds_first)
-    for _ in range(_MAX_SCAN):
-        instant = _instant(it.get_next(datetime), zone)
-        if instant > ts:
-            return instant
-    raise CronError(f"no run time of {expr!r} found after {ts}")
+    """The first run time after `ts` under the DST policy. Wall-clock run times map to instants in
+    wall-clock order except the second occurrences of a repeated span, which come after the span's
+    first occurrences and before anything later: those are looked up separately."""
+    arms, repeating, zone = _arms(expr, seconds_first), cron_syntax.read(expr).repeating_hour, ZoneInfo(tz)
+    now = math.floor(ts)
+    local = datetime.fromtimestamp(now, zone)
+    wall = now + int((local.utcoffset() or timedelta()).total_seconds())
+    span = _repeated_span(local, zone, wall)
+    if span is not None and local.fold == 1:  # in the second occurrence
+        start, end, offset = span
+        if repeating:
+            found = _wall_run(arms, wall, after=True)
+            if found < end:
+                return float(found - offset)
+        wall = max(wall, end - 1)  # the rest of the span fired in its first occurrence
+    found = _wall_run(arms, wall, after=True)
+    instant = _occurrences(found, zone)[0]
+    while instant <= now:  # a gap time that maps onto an instant already passed
+        found = _wall_run(arms, found, after=True)
+        instant = _occurrences(found, zone)[0]
+    if span is not None and local.fold == 0 and repeating:  # the span's second occurrence may come first
+        start, end, offset = span
+        again = _wall_run(arms, start - 1, after=True)
+        if again < end:
+            instant = min(instant, again - offset)
+    return float(instant)
 
 
-def _instant(wall: datetime, zone: ZoneInfo) -> float:
-    """Unix time of the naive local `wall` time under the DST policy (see `_next_after_local`)."""
-    first = wall.replace(tzinfo=zone, fold=0)
-    if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == wall:
-        return first.timestamp()  # exists; fold=0 is the first of two occurrences
-    # In a gap: zoneinfo maps fold=1 before the transition and fold=0 after it; the transition
-    # is the first instant whose offset is the later one. Bisect to the second.
-    lo = int(wall.replace(tzinfo=zone, fold=1).timestamp())
-    hi = int(first.timestamp())
-    after = datetime.fromtimestamp(hi, zone).utcoffset()
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if datetime.fromtimestamp(mid, zone).utcoffset() == after:
-            hi = mid
-        else:
-            lo = mid
-    return float(hi)
+def _last_local(arms: tuple[croniter, ...], expr: str, zone: ZoneInfo, now: int) -> int:
+    """The latest run time at or before `now`: the same run times `_next_after_local` gives."""
+    repeating = cron_syntax.read(expr).repeating_hour
+    local = datetime.fromtimestamp(now, zone)
+    wall = now + int((local.utcoffset() or timedelta()).total_seconds())
+    span = _repeated_span(local, zone, wall)
+    if span is not None and local.fold == 1:  # in the second occurrence
+        start, end, offset = span
+        if repeating:
+            found = _wall_run(arms, wall, after=False)
+            if found >= start:
+                return found - offset
+        wall = end - 1  # the span's first occurrence is entirely before `now`
+    found = _wall_run(arms, wall, after=False)
+    first, second = _occurrences(found, zone)
+    return second if repeating and second is not None and second <= now else first
 
 
 def check_timezone(tz: str) -> str:
@@ -144,8 +227,9 @@ def validate(expr: str, tz: str = "UTC") -> Cron:
     if isinstance(expr, str) and len(expr) > MAX_CRON_LENGTH:
         raise CronError(f"must be at most {MAX_CRON_LENGTH} characters, got {len(expr)}")
     cron = parse(expr, tz)
-    if not cron.expr.startswith("@"):
-        _check_steps_and_ranges(cron.expr.split(" "), cron.seconds_first)
+    problems = cron_syntax.read(" ".join(expr.split())).problems
+    if problems:
+        raise CronError(problems[0])
     return cron
 
 
@@ -157,58 +241,18 @@ def parse(expr: str, tz: str = "UTC") -> Cron:
     text = " ".join(expr.split())
     if not text:
         raise CronError("must not be empty")
-    if text.startswith("@"):
-        if text.lower() not in _MACROS:
-            raise CronError(f"unknown macro {text!r}; use one of {', '.join(sorted(_MACROS))}")
-        fields = [text.lower()]
-        seconds_first = False
-    else:
-        fields = text.split(" ")
-        if len(fields) not in (5, 6):
-            raise CronError(
-                f"must have 5 fields (minute hour day month weekday) or 6 with seconds first, "
-                f"got {len(fields)} in {text!r}"
-            )
-        for field in fields:
-            for part in field.split(","):
-                if _HASHED.match(part):
-                    raise CronError(f"hashed or random values ({part!r}) are not supported")
-        seconds_first = len(fields) == 6
-    normalized = " ".join(fields)
     try:
-        valid = croniter.is_valid(normalized, second_at_beginning=seconds_first)
-    except (CroniterError, ValueError, TypeError, KeyError, IndexError):
-        valid = False
-    if not valid:
-        raise CronError(f"{text!r} is not a valid cron expression")
-    cron = Cron(normalized, seconds_first, check_timezone(tz))
-    try:
-        cron.next_after(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
-    except (CroniterError, ValueError, OverflowError) as e:
-        raise CronError(f"{text!r} never matches a real date") from e
-    return cron
-
-
-# (name, span) of each field, in order: a step beyond the span or a range that runs backwards
-# is accepted by croniter but not what it reads like (*/61 in minutes fires hourly, 7-0 daily).
-_FIELDS = (("minute", 60), ("hour", 24), ("day-of-month", 31), ("month", 12), ("day-of-week", 7))
-_STEP = re.compile(r"^(?P<base>[^/]*)/(?P<step>\d+)$")
-_NUMERIC_RANGE = re.compile(r"^(?P<first>\d+)-(?P<last>\d+)$")
-
-
-def _check_steps_and_ranges(fields: list[str], seconds_first: bool) -> None:
-    names = (("second", 60), *_FIELDS) if seconds_first else _FIELDS
-    for field, (name, span) in zip(fields, names, strict=True):
-        for part in field.split(","):
-            base = part
-            step = _STEP.match(part)
-            if step:
-                base = step["base"]
-                if int(step["step"]) > span:
-                    raise CronError(f"step {step['step']} in {part!r} is larger than the {name} field's {span} values")
-            numeric = _NUMERIC_RANGE.match(base)
-            if numeric and int(numeric["first"]) > int(numeric["last"]):
-                raise CronError(f"range {base!r} in the {name} field runs backwards")
+        reading = cron_syntax.read(text)
+        if cron_syntax.read(reading.expr).arms != reading.arms:  # the normalised form must read the same
+            raise CronError(f"normalising {text!r} to {reading.expr!r} changed its meaning")
+        arms = _arms(reading.expr, reading.seconds_first)
+    except cron_syntax.NotCron as e:
+        raise CronError(str(e)) from None
+    except CroniterError as e:
+        raise CronError(f"{text!r} is not a valid cron expression ({e})") from None
+    if not arms:
+        raise CronError(f"{text!r} never matches a real date")
+    return Cron(reading.expr, reading.seconds_first, check_timezone(tz))
 
 
 def iso(ts: float) -> str:
@@ -230,22 +274,18 @@ def _iso_second(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
-_MACRO_EXPR = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
-
-
 def describe(cron: Cron) -> str:
-    """A human description of the schedule (cron-descriptor), e.g. "At 09:00, Monday through Friday"."""
-    from cron_descriptor import Options, get_description
+    """A human description of the schedule (cron-descriptor), e.g. "At 09:00, Monday through Friday".
+    Never raises: what cron-descriptor cannot describe is given as the expression itself."""
+    text = cron.expr
+    try:
+        from cron_descriptor import Options, get_description
 
-    options = Options()
-    options.use_24hour_time_format = True
-    text = str(get_description(_MACRO_EXPR.get(cron.expr, cron.expr), options))
+        options = Options()
+        options.use_24hour_time_format = True
+        described = str(get_description(cron_syntax.MACROS.get(cron.expr, cron.expr), options)).strip()
+        if described:
+            text = described
+    except Exception:  # any failure of the description falls back to the expression
+        pass
     return text if cron.tz == "UTC" else f"{text} ({cron.tz})"

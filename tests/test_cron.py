@@ -174,3 +174,45 @@ def test_iso() -> None:
     # Round trip through datetime.fromisoformat.
     value = ts(2030, 12, 31, 23, 59, 59)
     assert datetime.fromisoformat(cron.iso(value)).timestamp() == value
+
+
+def _days(expr: str, count: int) -> list[str]:
+    runs = cron.validate(expr).next_runs(ts(2026, 1, 1, 0, 0, 0), count)
+    return [cron.iso(t)[:10] for t in runs]
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        # croniter's W (from croniter 6.2): the weekday nearest the 15th (2026-02-15 and 03-15 are Sundays).
+        ("0 0 15W * *", ["2026-01-15", "2026-02-16", "2026-03-16"]),
+        ("0 0 1,15W * *", ["2026-01-15", "2026-02-01", "2026-02-16", "2026-03-01"]),  # a W in a list
+        # Both day fields restricted: either matches, W, L and # forms included.
+        ("0 0 15W * 1", ["2026-01-05", "2026-01-12", "2026-01-15", "2026-01-19"]),
+        ("0 0 L * 5#3", ["2026-01-16", "2026-01-31", "2026-02-20", "2026-02-28"]),
+        ("0 0 31 2 1", ["2026-02-02", "2026-02-09", "2026-02-16", "2026-02-23", "2027-02-01"]),  # 31 Feb: no day
+        # Day-of-week values mixed with L or # items.
+        ("0 0 * * 1,5L", ["2026-01-05", "2026-01-12", "2026-01-19", "2026-01-26", "2026-01-30"]),
+        ("0 0 * * 3,1#1", ["2026-01-05", "2026-01-07", "2026-01-14", "2026-01-21"]),
+        ("0 0 * * *#2", [f"2026-01-{d:02d}" for d in range(8, 15)] + ["2026-02-08"]),
+    ],
+)
+def test_day_forms_croniter_computes_in_arms(expr: str, expected: list[str]) -> None:
+    assert _days(expr, len(expected)) == expected
+
+
+@pytest.mark.parametrize(
+    ("expr", "same_as"),
+    [("59/15 * * * *", "59 * * * *"), ("0 23/5 * * *", "0 23 * * *"), ("0 0 31/2 * *", "0 0 31 * *")],
+)
+def test_a_step_holding_one_value_is_that_value(expr: str, same_as: str) -> None:
+    # croniter before 7.0 read a step from the field's last value as the whole cycle.
+    assert cron.validate(expr).next_runs(MONDAY_0859, 4) == cron.validate(same_as).next_runs(MONDAY_0859, 4)
+
+
+def test_a_stored_backwards_day_range_from_7_fires_as_croniter_read_it() -> None:
+    # 7-0 is 0-0 to croniter, the whole week: refused for new input, a stored one keeps firing daily.
+    with pytest.raises(cron.CronError, match="runs backwards"):
+        cron.validate("0 0 * * 7-0")
+    runs = cron.parse("0 0 * * 7-0").next_runs(ts(2026, 1, 1, 0, 0, 0), 3)
+    assert runs == [ts(2026, 1, 2, 0, 0, 0), ts(2026, 1, 3, 0, 0, 0), ts(2026, 1, 4, 0, 0, 0)]

@@ -1,7 +1,9 @@
 """Time zones and the DST policy (issue #7), through `cron.parse` and through the real scheduler tick.
 
 Policy: a local time that does not exist (spring forward) fires once, at the first instant after
-the gap; a local time that happens twice (fall back) fires once, at its first occurrence.
+the gap; a local time that happens twice (fall back) fires in every occurrence when the cron's hour
+field is `*` or a step (`* * * * *`, `0 * * * *`, `*/15 * * * *`), once at its first occurrence when
+the hour is fixed (`30 1 * * *`). tests/test_cron_dst.py has more cases.
 
 2026 transitions used:
   America/New_York  2026-03-08 02:00 EST -> 03:00 EDT (07:00Z)   2026-11-01 02:00 EDT -> 01:00 EST (06:00Z)
@@ -101,12 +103,13 @@ def test_croniter_alone_fires_the_repeated_time_twice_ours_once() -> None:
             "2026-03-08T00:00:00Z",
             ["2026-03-08T07:00:00Z", "2026-03-09T06:00:00Z", "2026-03-09T06:20:00Z", "2026-03-09T06:40:00Z"],
         ),
-        # Hourly across the fall back: the repeated 01:00 fires once (EDT); the next is 02:00 EST.
+        # Hourly across the fall back: the hour field is *, so the repeated 01:00 fires in both
+        # occurrences (01:00 EDT = 05:00Z and 01:00 EST = 06:00Z), then 02:00 EST.
         (
             "0 * * * *",
             NY,
             "2026-11-01T04:30:00Z",
-            ["2026-11-01T05:00:00Z", "2026-11-01T07:00:00Z", "2026-11-01T08:00:00Z", "2026-11-01T09:00:00Z"],
+            ["2026-11-01T05:00:00Z", "2026-11-01T06:00:00Z", "2026-11-01T07:00:00Z", "2026-11-01T08:00:00Z"],
         ),
         # Hourly across the spring forward: 02:00 EST does not exist -> 03:00 EDT = 07:00Z, once.
         (
@@ -154,19 +157,21 @@ def test_unknown_time_zone_is_rejected(bad: str) -> None:
 @pytest.mark.parametrize(
     ("expr", "tz", "at", "expected"),
     [
-        # Fall back, New York. The repeated hour's wall times count at their first occurrence, so
-        # during the second 01:xx (06:00Z-07:00Z) the latest run time is in the first one.
+        # Fall back, New York. A fixed hour's wall times count at their first occurrence, so during
+        # the second 01:xx (06:00Z-07:00Z) its latest run time is in the first one; a wildcard or
+        # step hour runs in the second 01:xx too.
         ("30 1 * * *", NY, "2026-11-01T05:29:59Z", "2026-10-31T05:30:00Z"),
         ("30 1 * * *", NY, "2026-11-01T05:30:00Z", "2026-11-01T05:30:00Z"),
         ("30 1 * * *", NY, "2026-11-01T06:30:00Z", "2026-11-01T05:30:00Z"),
         ("30 1 * * *", NY, "2026-11-01T06:45:00Z", "2026-11-01T05:30:00Z"),
         ("30 1 * * *", NY, "2026-11-02T06:29:59Z", "2026-11-01T05:30:00Z"),
         ("* * * * *", NY, "2026-11-01T05:59:30Z", "2026-11-01T05:59:00Z"),
-        ("* * * * *", NY, "2026-11-01T06:00:30Z", "2026-11-01T05:59:00Z"),
-        ("* * * * *", NY, "2026-11-01T06:40:00Z", "2026-11-01T05:59:00Z"),
+        ("* * * * *", NY, "2026-11-01T06:00:30Z", "2026-11-01T06:00:00Z"),
+        ("* * * * *", NY, "2026-11-01T06:40:00Z", "2026-11-01T06:40:00Z"),
         ("* * * * *", NY, "2026-11-01T07:00:30Z", "2026-11-01T07:00:00Z"),
-        ("*/15 * * * *", NY, "2026-11-01T06:20:00Z", "2026-11-01T05:45:00Z"),
-        ("0 * * * *", NY, "2026-11-01T06:59:59Z", "2026-11-01T05:00:00Z"),
+        ("*/15 * * * *", NY, "2026-11-01T06:20:00Z", "2026-11-01T06:15:00Z"),
+        ("0 * * * *", NY, "2026-11-01T06:59:59Z", "2026-11-01T06:00:00Z"),
+        ("0 1-3 * * *", NY, "2026-11-01T06:59:59Z", "2026-11-01T05:00:00Z"),
         # Spring forward, New York: the gap time maps to 07:00Z.
         ("30 2 * * *", NY, "2026-03-08T06:59:59Z", "2026-03-07T07:30:00Z"),
         ("30 2 * * *", NY, "2026-03-08T07:00:00Z", "2026-03-08T07:00:00Z"),
@@ -176,7 +181,8 @@ def test_unknown_time_zone_is_rejected(bad: str) -> None:
         ("30 2 * * *", BERLIN, "2026-03-29T00:59:59Z", "2026-03-28T01:30:00Z"),
         ("30 2 * * *", BERLIN, "2026-10-25T01:30:00Z", "2026-10-25T00:30:00Z"),
         ("30 2 * * *", BERLIN, "2026-10-25T01:45:00Z", "2026-10-25T00:30:00Z"),
-        ("*/10 * * * *", BERLIN, "2026-10-25T01:25:00Z", "2026-10-25T00:50:00Z"),
+        ("*/10 * * * *", BERLIN, "2026-10-25T01:25:00Z", "2026-10-25T01:20:00Z"),
+        ("*/10 2 * * *", BERLIN, "2026-10-25T01:25:00Z", "2026-10-25T00:50:00Z"),
     ],
 )
 def test_last_at_or_before_across_transitions(expr: str, tz: str, at: str, expected: str) -> None:
@@ -212,8 +218,9 @@ def test_misfire_across_the_fall_back_fires_the_latest_time_and_moves_forward(
     conn: Redis, redis_url: str, receiver: Receiver
 ) -> None:
     """A scheduler that was away from 05:58Z to 06:00:30Z on 2026-11-01 (New York, every minute):
-    the latest run time is 01:59 EDT = 05:59Z (30 s late, within grace); it fires once and the next
-    run is 02:00 EST = 07:00Z. It must not go back to 01:00 EDT."""
+    the latest run time is 01:00 EST = 06:00Z (the hour field is *, so the repeated hour runs; 30 s
+    late, within grace); it fires once and the next run is 01:01 EST = 06:01Z. It must not go back
+    to 01:00 EDT (05:00Z)."""
     settings = make_settings(redis_url, misfire_grace_seconds=120)
     queue = Queue(settings.queue_name, connection=conn)
     store.replace(
@@ -225,12 +232,13 @@ def test_misfire_across_the_fall_back_fires_the_latest_time_and_moves_forward(
     assert cron.iso(conn.zscore(keys.SCHEDULE, "tz:0") or 0) == "2026-11-01T05:58:00Z"
     result = ticking.tick(conn, queue, settings, now=z("2026-11-01T06:00:30Z"))
     assert (result.fired, result.missed) == (1, 0)
-    assert cron.iso(conn.zscore(keys.SCHEDULE, "tz:0") or 0) == "2026-11-01T07:00:00Z"
-    for now in ("2026-11-01T06:01:00Z", "2026-11-01T06:30:00Z", "2026-11-01T06:59:59Z"):
-        again = ticking.tick(conn, queue, settings, now=z(now))
-        assert (again.fired, again.missed) == (0, 0), now
+    assert cron.iso(conn.zscore(keys.SCHEDULE, "tz:0") or 0) == "2026-11-01T06:01:00Z"
+    again = ticking.tick(conn, queue, settings, now=z("2026-11-01T06:00:59Z"))
+    assert (again.fired, again.missed) == (0, 0)
+    again = ticking.tick(conn, queue, settings, now=z("2026-11-01T06:01:00Z"))
+    assert (again.fired, again.missed) == (1, 0)
     worker.run_worker(settings, conn, burst=True)
-    assert [scheduled_at(r) for r in receiver.to("/m")] == ["2026-11-01T05:59:00Z"]
+    assert sorted(scheduled_at(r) for r in receiver.to("/m")) == ["2026-11-01T06:00:00Z", "2026-11-01T06:01:00Z"]
 
 
 def test_misfire_beyond_grace_during_the_repeated_hour_is_missed_once(conn: Redis, redis_url: str) -> None:
@@ -244,11 +252,12 @@ def test_misfire_beyond_grace_during_the_repeated_hour_is_missed_once(conn: Redi
     )  # next: 05:15Z; the scheduler comes back at 06:20Z (01:20 EST)
     result = ticking.tick(conn, queue, settings, now=z("2026-11-01T06:20:00Z"))
     assert (result.fired, result.missed) == (0, 1)
-    rec = firings.get_record(conn, "tz:0@2026-11-01T05:45:00Z")
+    # The latest run time is 01:15 EST (the hour field is *, so the repeated hour runs).
+    rec = firings.get_record(conn, "tz:0@2026-11-01T06:15:00Z")
     assert rec is not None and rec["outcome"] == "missed"
-    assert cron.iso(conn.zscore(keys.SCHEDULE, "tz:0") or 0) == "2026-11-01T07:00:00Z"
-    # Later ticks in the repeated hour neither miss it again nor fire anything.
-    for minute in range(21, 60):
+    assert cron.iso(conn.zscore(keys.SCHEDULE, "tz:0") or 0) == "2026-11-01T06:30:00Z"
+    # Later ticks before the next run time neither miss it again nor fire anything.
+    for minute in range(21, 30):
         again = ticking.tick(conn, queue, settings, now=z(f"2026-11-01T06:{minute:02d}:00Z"))
         assert (again.fired, again.missed) == (0, 0), minute
     assert int(conn.hget(keys.METRICS, "missed") or 0) == 1
@@ -278,8 +287,8 @@ NIGHTS = {
             "30 1 * * *": ["2026-11-01T05:30:00Z"],
             "0 1 * * *": ["2026-11-01T05:00:00Z"],
             "30 2 * * *": ["2026-11-01T07:30:00Z"],
-            "0 * * * *": ["2026-11-01T04:00:00Z", "2026-11-01T05:00:00Z"]
-            + [f"2026-11-01T{h:02d}:00:00Z" for h in range(7, 11)],
+            # the hour field is *: the repeated 01:00 fires in both occurrences (05:00Z, 06:00Z)
+            "0 * * * *": [f"2026-11-01T{h:02d}:00:00Z" for h in range(4, 11)],
         },
     ),
     "berlin-spring": (
