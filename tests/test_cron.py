@@ -1,13 +1,25 @@
-"""`scheduler_api.cron`: parsing, next/previous run times and ISO formatting."""
+"""`scheduler_api.cron`: parsing, next/previous run times, the DST policy and ISO formatting (no Redis).
+
+DST policy: a local time in a spring-forward gap fires once, at the first instant after the jump; in
+a repeated (fall-back) hour a cron whose hour field is `*` or a step runs in every real occurrence,
+a cron with a fixed hour (values, ranges) once, at the first occurrence.
+
+2026 transitions:
+  America/New_York  2026-03-08 02:00 EST -> 03:00 EDT (07:00Z)   2026-11-01 02:00 EDT -> 01:00 EST (06:00Z)
+  Europe/Berlin     2026-03-29 02:00 CET -> 03:00 CEST (01:00Z)  2026-10-25 03:00 CEST -> 02:00 CET (01:00Z)
+  Antarctica/Troll  2026-03-29 01:00 +00 -> 03:00 +02 (01:00Z)   2026-10-25 03:00 +02 -> 01:00 +00 (01:00Z)
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from croniter import croniter
 
 from scheduler_api import cron
+from tests.support.clock import T
 
 
 def ts(*args: int) -> float:
@@ -216,3 +228,298 @@ def test_a_stored_backwards_day_range_from_7_fires_as_croniter_read_it() -> None
         cron.validate("0 0 * * 7-0")
     runs = cron.parse("0 0 * * 7-0").next_runs(ts(2026, 1, 1, 0, 0, 0), 3)
     assert runs == [ts(2026, 1, 2, 0, 0, 0), ts(2026, 1, 3, 0, 0, 0), ts(2026, 1, 4, 0, 0, 0)]
+
+
+def test_iso_format_of_scheduled_times() -> None:
+    assert cron.iso(T + 1) == "2027-01-15T08:00:01Z"
+    assert cron.iso(T + 1.25) == "2027-01-15T08:00:01.250Z"
+
+
+def test_iso_is_datetime_isoformat_in_milliseconds() -> None:
+    """`iso` is hand-rolled for speed: it must equal datetime's rounding and truncation exactly
+    (firing ids contain it), including fractions that round to a whole second or to zero."""
+    import random
+
+    def reference(ts: float) -> str:
+        dt = datetime.fromtimestamp(ts, UTC)
+        spec = "milliseconds" if dt.microsecond else "seconds"
+        return dt.isoformat(timespec=spec).replace("+00:00", "Z")
+
+    rand = random.Random(3)
+    values = [rand.uniform(0, 4e9) for _ in range(20_000)]
+    values += [T + k / 1e6 + d for k in range(0, 1_000_000, 997) for d in (0.0, 4.9e-7, 5e-7, 5.1e-7, -5e-7)]
+    values += [T + 0.9999995, T + 0.0000005, T + 0.0005, T + 0.999, 0.0]
+    assert [cron.iso(v) for v in values] == [reference(v) for v in values]
+
+
+NY = "America/New_York"
+
+
+BERLIN = "Europe/Berlin"
+
+
+TROLL = "Antarctica/Troll"
+
+
+def z(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def hm(*times: str, day: str) -> list[str]:
+    return [f"{day}T{t}Z" if len(t) == 8 else f"{day}T{t}:00Z" for t in times]
+
+
+CASES = [
+    # --- fall back: wildcard and step hours run through the repeated hour -------------------------
+    ("* * * * *", NY, "2026-11-01T05:57:00Z", hm("05:58", "05:59", "06:00", "06:01", "06:02", day="2026-11-01")),
+    ("* * * * *", NY, "2026-11-01T06:58:00Z", hm("06:59", "07:00", "07:01", day="2026-11-01")),
+    ("0 * * * *", NY, "2026-11-01T04:30:00Z", hm("05:00", "06:00", "07:00", "08:00", day="2026-11-01")),
+    ("*/30 * * * *", NY, "2026-11-01T04:50:00Z", hm("05:00", "05:30", "06:00", "06:30", "07:00", day="2026-11-01")),
+    ("0 */2 * * *", NY, "2026-11-01T03:30:00Z", hm("04:00", "07:00", "09:00", day="2026-11-01")),  # no 1 o'clock
+    ("*/30 * * * * *", NY, "2026-11-01T05:59:00Z", hm("05:59:30", "06:00:00", "06:00:30", day="2026-11-01")),
+    ("* * * * *", BERLIN, "2026-10-25T00:58:00Z", hm("00:59", "01:00", "01:01", day="2026-10-25")),
+    ("0 * * * *", BERLIN, "2026-10-24T23:30:00Z", hm("00:00", "01:00", "02:00", "03:00", day="2026-10-25")),
+    ("*/30 * * * *", BERLIN, "2026-10-24T23:50:00Z", hm("00:00", "00:30", "01:00", "01:30", "02:00", day="2026-10-25")),
+    ("0 */2 * * *", BERLIN, "2026-10-24T23:30:00Z", hm("00:00", "01:00", "03:00", day="2026-10-25")),  # 02:00 twice
+    (
+        "0 * * * *",
+        TROLL,
+        "2026-10-24T22:30:00Z",
+        ["2026-10-24T23:00:00Z", *hm("00:00", "01:00", "02:00", day="2026-10-25")],
+    ),
+    # --- fall back: a fixed hour fires once, at the first occurrence -------------------------------
+    ("30 1 * * *", NY, "2026-10-31T12:00:00Z", ["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"]),
+    ("0 0-23 * * *", NY, "2026-11-01T04:30:00Z", hm("05:00", "07:00", "08:00", day="2026-11-01")),  # a range is fixed
+    ("0 1,*/6 * * *", NY, "2026-11-01T04:30:00Z", hm("05:00", "11:00", day="2026-11-01")),  # mixed: fixed
+    (
+        "*/20 1 * * *",
+        NY,
+        "2026-11-01T04:30:00Z",
+        ["2026-11-01T05:00:00Z", "2026-11-01T05:20:00Z", "2026-11-01T05:40:00Z", "2026-11-02T06:00:00Z"],
+    ),
+    (
+        "30 2 * * *",
+        BERLIN,
+        "2026-10-24T00:00:00Z",
+        ["2026-10-24T00:30:00Z", "2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"],
+    ),
+    ("30 1 * * *", BERLIN, "2026-10-24T00:00:00Z", ["2026-10-24T23:30:00Z", "2026-10-26T00:30:00Z"]),
+    # --- spring forward: gaps fire once right after the jump (as before) ---------------------------
+    ("* * * * *", NY, "2026-03-08T06:58:00Z", hm("06:59", "07:00", "07:01", day="2026-03-08")),
+    ("0 * * * *", NY, "2026-03-08T05:30:00Z", hm("06:00", "07:00", "08:00", day="2026-03-08")),
+    ("*/30 * * * *", NY, "2026-03-08T06:00:00Z", hm("06:30", "07:00", "07:30", day="2026-03-08")),
+    ("30 1 * * *", NY, "2026-03-07T12:00:00Z", ["2026-03-08T06:30:00Z", "2026-03-09T05:30:00Z"]),
+    ("30 2 * * *", NY, "2026-03-07T12:00:00Z", ["2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"]),
+    ("* * * * *", BERLIN, "2026-03-29T00:58:00Z", hm("00:59", "01:00", "01:01", day="2026-03-29")),
+    ("0 * * * *", BERLIN, "2026-03-28T23:30:00Z", hm("00:00", "01:00", "02:00", day="2026-03-29")),
+    ("*/30 * * * *", BERLIN, "2026-03-29T00:00:00Z", hm("00:30", "01:00", "01:30", day="2026-03-29")),
+    ("30 1 * * *", BERLIN, "2026-03-28T12:00:00Z", ["2026-03-29T00:30:00Z", "2026-03-29T23:30:00Z"]),
+    ("30 2 * * *", BERLIN, "2026-03-28T12:00:00Z", ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"]),
+]
+
+
+@pytest.mark.parametrize(("expr", "tz", "start", "expected"), CASES)
+def test_runs_across_the_2026_transitions(expr: str, tz: str, start: str, expected: list[str]) -> None:
+    parsed = cron.validate(expr, tz)
+    runs = parsed.next_runs(z(start), len(expected))
+    assert [cron.iso(t) for t in runs] == expected
+    # last_at_or_before agrees: each run is its own latest run, and a second before it is the previous.
+    for before, run in zip([z(start), *runs], runs, strict=False):
+        assert parsed.last_at_or_before(run) == run
+        assert parsed.last_at_or_before(run - 1) <= max(before, run - 1)
+        assert parsed.next_after(parsed.last_at_or_before(run - 1)) == run
+
+
+NIGHTS = [
+    (NY, "2026-11-01T04:00:00Z"),
+    (NY, "2026-03-08T05:00:00Z"),
+    (BERLIN, "2026-10-24T23:00:00Z"),
+    (BERLIN, "2026-03-29T00:00:00Z"),
+    (TROLL, "2026-10-24T22:00:00Z"),
+]
+
+
+@pytest.mark.parametrize(
+    "expr", ["* * * * *", "0 * * * *", "*/30 * * * *", "30 1 * * *", "30 2 * * *", "*/7 1-3 * * *", "0 */2 * * *"]
+)
+@pytest.mark.parametrize(("tz", "start"), NIGHTS)
+def test_last_at_or_before_is_consistent_with_next_after(expr: str, tz: str, start: str) -> None:
+    """For every 17th second of four hours around a transition: last_at_or_before(t) <= t <
+    next_after(last_at_or_before(t)), and the runs found by stepping next_after are exactly the
+    distinct values of last_at_or_before."""
+    parsed = cron.parse(expr, tz)
+    t0 = z(start)
+    stepped = set()
+    t = parsed.last_at_or_before(t0)
+    while t <= t0 + 4 * 3600:
+        stepped.add(t)
+        t = parsed.next_after(t)
+    lasts = set()
+    samples = [t0 + k for k in range(0, 4 * 3600, 17)]
+    for t in samples:
+        last = parsed.last_at_or_before(t)
+        assert last <= t < parsed.next_after(last), (cron.iso(t), cron.iso(last))
+        lasts.add(last)
+    assert lasts == {x for x in stepped if x <= samples[-1]}
+
+
+def isos(values: list[float]) -> list[str]:
+    return [cron.iso(v) for v in values]
+
+
+def test_croniter_alone_fires_the_repeated_time_twice_ours_once() -> None:
+    """The reason for the policy: croniter on an aware datetime gives 01:30 EDT *and* 01:30 EST."""
+    start = datetime(2026, 10, 31, 12, 0, tzinfo=ZoneInfo(NY))
+    it = croniter("30 1 * * *", start)
+    raw = [it.get_next(datetime).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for _ in range(3)]
+    assert raw[:2] == ["2026-11-01T05:30:00Z", "2026-11-01T06:30:00Z"]  # twice on the same night
+
+    ours = isos(cron.parse("30 1 * * *", NY).next_runs(start.timestamp(), 3))
+    assert ours == ["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z", "2026-11-03T06:30:00Z"]
+    assert "2026-11-01T06:30:00Z" not in ours
+
+
+@pytest.mark.parametrize(
+    ("expr", "tz", "start", "expected"),
+    [
+        # New York, spring forward: 02:30 does not exist on 2026-03-08 -> 03:00 EDT = 07:00Z, once.
+        (
+            "30 2 * * *",
+            NY,
+            "2026-03-07T00:00:00Z",
+            ["2026-03-07T07:30:00Z", "2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z", "2026-03-10T06:30:00Z"],
+        ),
+        # New York, fall back: 01:30 happens twice on 2026-11-01 -> its first occurrence (EDT), once.
+        (
+            "30 1 * * *",
+            NY,
+            "2026-10-31T00:00:00Z",
+            ["2026-10-31T05:30:00Z", "2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z", "2026-11-03T06:30:00Z"],
+        ),
+        # Berlin, spring forward: 02:30 does not exist on 2026-03-29 -> 03:00 CEST = 01:00Z.
+        (
+            "30 2 * * *",
+            BERLIN,
+            "2026-03-28T00:00:00Z",
+            ["2026-03-28T01:30:00Z", "2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z", "2026-03-31T00:30:00Z"],
+        ),
+        # Berlin, fall back: 02:30 happens twice on 2026-10-25 -> 02:30 CEST = 00:30Z, not 01:30Z.
+        (
+            "30 2 * * *",
+            BERLIN,
+            "2026-10-24T00:00:00Z",
+            ["2026-10-24T00:30:00Z", "2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z", "2026-10-27T01:30:00Z"],
+        ),
+        # Several gap times (02:00, 02:20, 02:40) collapse onto one instant and fire once.
+        (
+            "*/20 2 * * *",
+            NY,
+            "2026-03-08T00:00:00Z",
+            ["2026-03-08T07:00:00Z", "2026-03-09T06:00:00Z", "2026-03-09T06:20:00Z", "2026-03-09T06:40:00Z"],
+        ),
+        # Hourly across the fall back: the hour field is *, so the repeated 01:00 fires in both
+        # occurrences (01:00 EDT = 05:00Z and 01:00 EST = 06:00Z), then 02:00 EST.
+        (
+            "0 * * * *",
+            NY,
+            "2026-11-01T04:30:00Z",
+            ["2026-11-01T05:00:00Z", "2026-11-01T06:00:00Z", "2026-11-01T07:00:00Z", "2026-11-01T08:00:00Z"],
+        ),
+        # Hourly across the spring forward: 02:00 EST does not exist -> 03:00 EDT = 07:00Z, once.
+        (
+            "0 * * * *",
+            NY,
+            "2026-03-08T05:30:00Z",
+            ["2026-03-08T06:00:00Z", "2026-03-08T07:00:00Z", "2026-03-08T08:00:00Z", "2026-03-08T09:00:00Z"],
+        ),
+        # Seconds-first crons too: the gap's 02:00:00..02:59:30 all collapse onto 07:00:00Z.
+        (
+            "*/30 * * * * *",
+            NY,
+            "2026-03-08T06:59:00Z",
+            ["2026-03-08T06:59:30Z", "2026-03-08T07:00:00Z", "2026-03-08T07:00:30Z", "2026-03-08T07:01:00Z"],
+        ),
+    ],
+)
+def test_next_runs_follow_the_dst_policy(expr: str, tz: str, start: str, expected: list[str]) -> None:
+    parsed = cron.parse(expr, tz)
+    runs = parsed.next_runs(z(start), len(expected))
+    assert isos(runs) == expected
+    assert len(set(runs)) == len(runs)  # never the same instant twice
+    # next_after is strictly after: starting from a run time gives the following one.
+    for a, b in zip(runs, runs[1:], strict=False):
+        assert parsed.next_after(a) == b
+        assert parsed.next_after(a - 0.5) == a
+
+
+def test_utc_is_the_default_and_named_utc_is_the_same() -> None:
+    assert cron.parse("30 1 * * *").tz == "UTC"
+    start = z("2026-11-01T00:00:00Z")
+    assert cron.parse("30 1 * * *").next_runs(start, 3) == cron.parse("30 1 * * *", "UTC").next_runs(start, 3)
+    assert isos(cron.parse("30 1 * * *").next_runs(start, 2)) == ["2026-11-01T01:30:00Z", "2026-11-02T01:30:00Z"]
+
+
+@pytest.mark.parametrize("bad", ["Mars/Olympus", "", "america/new_york_x", "UTC+5", "../etc/passwd", "x" * 70])
+def test_unknown_time_zone_is_rejected(bad: str) -> None:
+    with pytest.raises(cron.CronError, match="time zone"):
+        cron.parse("0 0 * * *", bad)
+
+
+@pytest.mark.parametrize(
+    ("expr", "tz", "at", "expected"),
+    [
+        # Fall back, New York. A fixed hour's wall times count at their first occurrence, so during
+        # the second 01:xx (06:00Z-07:00Z) its latest run time is in the first one; a wildcard or
+        # step hour runs in the second 01:xx too.
+        ("30 1 * * *", NY, "2026-11-01T05:29:59Z", "2026-10-31T05:30:00Z"),
+        ("30 1 * * *", NY, "2026-11-01T05:30:00Z", "2026-11-01T05:30:00Z"),
+        ("30 1 * * *", NY, "2026-11-01T06:30:00Z", "2026-11-01T05:30:00Z"),
+        ("30 1 * * *", NY, "2026-11-01T06:45:00Z", "2026-11-01T05:30:00Z"),
+        ("30 1 * * *", NY, "2026-11-02T06:29:59Z", "2026-11-01T05:30:00Z"),
+        ("* * * * *", NY, "2026-11-01T05:59:30Z", "2026-11-01T05:59:00Z"),
+        ("* * * * *", NY, "2026-11-01T06:00:30Z", "2026-11-01T06:00:00Z"),
+        ("* * * * *", NY, "2026-11-01T06:40:00Z", "2026-11-01T06:40:00Z"),
+        ("* * * * *", NY, "2026-11-01T07:00:30Z", "2026-11-01T07:00:00Z"),
+        ("*/15 * * * *", NY, "2026-11-01T06:20:00Z", "2026-11-01T06:15:00Z"),
+        ("0 * * * *", NY, "2026-11-01T06:59:59Z", "2026-11-01T06:00:00Z"),
+        ("0 1-3 * * *", NY, "2026-11-01T06:59:59Z", "2026-11-01T05:00:00Z"),
+        # Spring forward, New York: the gap time maps to 07:00Z.
+        ("30 2 * * *", NY, "2026-03-08T06:59:59Z", "2026-03-07T07:30:00Z"),
+        ("30 2 * * *", NY, "2026-03-08T07:00:00Z", "2026-03-08T07:00:00Z"),
+        ("30 2 * * *", NY, "2026-03-08T08:00:00Z", "2026-03-08T07:00:00Z"),
+        # Berlin.
+        ("30 2 * * *", BERLIN, "2026-03-29T01:00:00Z", "2026-03-29T01:00:00Z"),
+        ("30 2 * * *", BERLIN, "2026-03-29T00:59:59Z", "2026-03-28T01:30:00Z"),
+        ("30 2 * * *", BERLIN, "2026-10-25T01:30:00Z", "2026-10-25T00:30:00Z"),
+        ("30 2 * * *", BERLIN, "2026-10-25T01:45:00Z", "2026-10-25T00:30:00Z"),
+        ("*/10 * * * *", BERLIN, "2026-10-25T01:25:00Z", "2026-10-25T01:20:00Z"),
+        ("*/10 2 * * *", BERLIN, "2026-10-25T01:25:00Z", "2026-10-25T00:50:00Z"),
+    ],
+)
+def test_last_at_or_before_across_transitions(expr: str, tz: str, at: str, expected: str) -> None:
+    parsed = cron.parse(expr, tz)
+    last = parsed.last_at_or_before(z(at))
+    assert cron.iso(last) == expected
+    # Consistent with next_after: the latest run time at or before `at` is followed by one after it.
+    assert parsed.next_after(last) > z(at)
+
+
+def test_last_at_or_before_agrees_with_next_after_every_minute_of_both_nights() -> None:
+    """For each minute of the transition nights: last_at_or_before(t) is a run time <= t and the
+    next run time after it is > t (so there is no run time in between)."""
+    cases = [
+        ("*/7 * * * *", NY, "2026-03-08T05:00:00Z"),
+        ("*/7 * * * *", NY, "2026-11-01T04:00:00Z"),
+        ("*/7 * * * *", BERLIN, "2026-03-29T00:00:00Z"),
+        ("*/7 * * * *", BERLIN, "2026-10-24T23:30:00Z"),
+        ("30 1,2 * * *", NY, "2026-11-01T04:00:00Z"),
+        ("30 2,3 * * *", BERLIN, "2026-10-24T23:30:00Z"),
+    ]
+    for expr, tz, start in cases:
+        parsed = cron.parse(expr, tz)
+        t0 = z(start)
+        for minute in range(0, 4 * 60):
+            t = t0 + minute * 60 + 17
+            last = parsed.last_at_or_before(t)
+            assert last <= t, (expr, tz, cron.iso(t))
+            assert parsed.next_after(last) > t, (expr, tz, cron.iso(t), cron.iso(last))

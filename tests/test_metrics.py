@@ -1,30 +1,25 @@
-"""`GET /metrics` (issue #7): Prometheus text format, counters kept in Redis so that what a worker
-or scheduler process counts is what any API process shows."""
+"""`scheduler_api.metrics` through `GET /metrics`: the Prometheus text format, counters kept in Redis so
+that what a worker or scheduler counts is what any API process shows (the real processes:
+tests/processes/test_metrics.py).
+"""
 
 from __future__ import annotations
 
-import pytest
-from conftest import Receiver, make_settings
 from fastapi.testclient import TestClient
-from processes import Procs, drained, start_scheduler, start_worker, stop, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from rq import Queue
 
-from scheduler_api.api import create_app
 from scheduler_api.delivery import worker
 from scheduler_api.engine import scheduler as scheduling
 from scheduler_api.engine import tick as ticking
-from scheduler_api.settings import Settings
-from scheduler_api.storage import triggers as store
+from scheduler_api.storage import edits
 from scheduler_api.triggers import Trigger
-
-T = 1_800_000_000.0  # 2027-01-15T08:00:00Z, in the future of the real clock
+from tests.support.clock import T
+from tests.support.factories import make_settings
+from tests.support.receiver import Receiver
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-pytestmark = pytest.mark.usefixtures("no_rq_command_channel")  # conftest
 
 
 def scrape(client: TestClient) -> Samples:
@@ -77,7 +72,7 @@ def test_counters_follow_the_deliveries(client: TestClient, conn: Redis, redis_u
     queue = Queue(settings.queue_name, connection=conn)
     receiver.on("/flaky", (500, 0))
     receiver.on("/bad", (500, 0), (502, 0))
-    store.replace(
+    edits.replace(
         conn,
         "ws",
         [
@@ -126,9 +121,9 @@ def test_counters_follow_the_deliveries(client: TestClient, conn: Redis, redis_u
     assert len(receiver.requests) == 5
 
     # A blocked delivery and a missed firing.
-    store.delete(conn, "ws")
-    store.replace(conn, "strict", [Trigger(cron="* * * * *", url=receiver.url + "/b", method="GET")], now=lambda: T)
-    store.replace(conn, "late", [Trigger(cron="0 * * * *", url=receiver.url + "/m", method="GET")], now=lambda: T)
+    edits.delete(conn, "ws")
+    edits.replace(conn, "strict", [Trigger(cron="* * * * *", url=receiver.url + "/b", method="GET")], now=lambda: T)
+    edits.replace(conn, "late", [Trigger(cron="0 * * * *", url=receiver.url + "/m", method="GET")], now=lambda: T)
     result = ticking.tick(conn, queue, settings, now=T + 3600 + 70)  # hourly is 70 s late: missed
     assert result.missed == 1
     worker.run_worker(make_settings(redis_url, allow_private_targets=False), conn, burst=True)
@@ -147,38 +142,3 @@ def test_outbox_depth_counts_a_manual_run_not_yet_pushed(client: TestClient, con
     s = scrape(client)
     assert v(s, "scheduler_queue_depth", where="outbox") == 1
     assert v(s, "scheduler_firings_enqueued_total") == 1
-
-
-# --- across processes ----------------------------------------------------------------------------------
-
-
-def test_counts_made_by_worker_and_scheduler_processes_show_in_the_api(
-    client: TestClient, conn: Redis, settings: Settings, receiver: Receiver, procs: Procs
-) -> None:
-    scheduler = start_scheduler(procs, conn)
-    start_worker(procs, conn)
-    store.replace(conn, "ws", [Trigger(cron="* * * * * *", url=receiver.url + "/p", method="GET")])
-
-    def delivered() -> float:
-        return v(scrape(client), "scheduler_deliveries_total", outcome="delivered")
-
-    wait_until(lambda: delivered() >= 3, 15, "3 deliveries counted by the worker process", procs)
-    stop(scheduler, procs)
-    wait_until(lambda: drained(conn), 10, "the last firings to be delivered", procs)
-
-    s = scrape(client)
-    n = len(receiver.to("/p"))
-    assert v(s, "scheduler_deliveries_total", outcome="delivered") == n
-    assert v(s, "scheduler_attempts_total", result="ok") == n
-    assert v(s, "scheduler_firings_enqueued_total") == n
-    assert v(s, "scheduler_delivery_duration_seconds_count") == n
-    assert v(s, "scheduler_lateness_seconds_count") == n
-    assert v(s, "scheduler_tick_duration_seconds_count") >= 3  # observed by the scheduler process
-    for h in ("scheduler_delivery_duration_seconds", "scheduler_lateness_seconds", "scheduler_tick_duration_seconds"):
-        check_histogram(s, h)
-    # Lateness of a live every-second trigger is small: the firings start within seconds.
-    assert v(s, "scheduler_lateness_seconds_bucket", le="5.0") >= n - 1
-
-    # Another API replica, with its own Redis client, answers the same.
-    with TestClient(create_app(make_settings(settings.redis_url))) as other:
-        assert scrape(other) == s

@@ -1,5 +1,6 @@
-"""Signed requests (issue #7): ``X-Scheduler-Signature: t=<unix s>,v1=<hex HMAC-SHA256("t.body")>``,
-one ``v1`` per secret of ``SIGNING_SECRETS`` (current, next), and `signing.verify` for receivers."""
+"""`scheduler_api.signing`: ``X-Scheduler-Signature: t=<unix s>,v1=<hex HMAC-SHA256("t.body")>``, one ``v1``
+per secret of ``SIGNING_SECRETS`` (current, next), and `signing.verify` for receivers.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import hmac
 import time
 
 import pytest
-from conftest import Received, Receiver, make_settings
 from redis import Redis
 from rq import Queue
 
@@ -16,14 +16,13 @@ from scheduler_api import signing
 from scheduler_api.delivery import worker
 from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
-from scheduler_api.storage import triggers as store
+from scheduler_api.storage import edits
 from scheduler_api.triggers import Trigger
+from tests.support.clock import T
+from tests.support.factories import make_settings
+from tests.support.receiver import Received, Receiver
 
-T = 1_800_000_000.0  # 2027-01-15T08:00:00Z, in the future of the real clock
 NOW = 1_790_000_000
-
-
-pytestmark = pytest.mark.usefixtures("no_rq_command_channel")  # conftest
 
 
 def sig(r: Received) -> str | None:
@@ -34,9 +33,6 @@ def parts(header: str) -> tuple[int, list[str]]:
     t, *vs = header.split(",")
     assert t.startswith("t=") and all(v.startswith("v1=") for v in vs), header
     return int(t[2:]), [v[3:] for v in vs]
-
-
-# --- sign / verify ---------------------------------------------------------------------------------
 
 
 def test_sign_is_hmac_sha256_of_t_dot_body() -> None:
@@ -126,11 +122,8 @@ def test_missing_or_malformed_header_is_false_never_an_exception(header: str | N
     assert signing.verify("s", value, b"x", 300, now=NOW) is False
 
 
-# --- on the wire -------------------------------------------------------------------------------------
-
-
 def deliver(conn: Redis, settings: Settings, triggers: list[Trigger], *nows: float) -> None:
-    store.replace(conn, "ws", triggers, now=lambda: T - 30)
+    edits.replace(conn, "ws", triggers, now=lambda: T - 30)
     queue = Queue(settings.queue_name, connection=conn)
     for now in nows:
         ticking.tick(conn, queue, settings, now=now)

@@ -1,4 +1,4 @@
-"""The SSRF guard (issue #6): with ALLOW_PRIVATE_TARGETS=false a delivery never connects to an
+"""The SSRF guard (`scheduler_api.ssrf`): with ALLOW_PRIVATE_TARGETS=false a delivery never connects to an
 internal address - not by a literal IP in the url (400 at replace time, refused again at delivery),
 not by a host name resolving to one (DNS answers are filtered inside the HTTP client's connector),
 not by DNS rebinding, not by a redirect. TARGET_ALLOWLIST lets chosen internal targets through.
@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
-from conftest import Receiver, make_settings
 from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue
@@ -31,16 +30,13 @@ from scheduler_api.api import create_app
 from scheduler_api.delivery import worker
 from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
-from scheduler_api.storage import firings, keys
-from scheduler_api.storage import triggers as store
+from scheduler_api.storage import edits, firings, keys
 from scheduler_api.triggers import Trigger
+from tests.support.clock import T
+from tests.support.factories import WS, make_settings
+from tests.support.receiver import Receiver
 
-T = 1_800_000_000.0  # 2027-01-15T08:00:00Z
-WS = "ws"
 PUBLIC_TRIGGER = {"cron": "* * * * *", "url": "https://example.com/ok", "method": "GET"}
-
-
-pytestmark = pytest.mark.usefixtures("no_rq_command_channel")  # conftest
 
 
 class FakeResolver(AbstractResolver):
@@ -127,7 +123,7 @@ def fire(
     """Store GET triggers for `urls` (every second), fire the one due at T+`second`, deliver it."""
     triggers = [Trigger(cron="* * * * * *", url=u, method="GET") for u in urls]
     if second == 1:
-        store.replace(conn, WS, triggers, now=lambda: T)
+        edits.replace(conn, WS, triggers, now=lambda: T)
     queue = Queue(settings.queue_name, connection=conn)
     assert ticking.tick(conn, queue, settings, now=T + second + 0.2).fired == len(urls)
     worker.run_worker(settings, conn, burst=True, resolver=resolver)
@@ -182,14 +178,13 @@ BLOCKED = [
     ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "Teredo private"),  # Teredo client 10.0.0.1
     ("64:ff9b:1::a9fe:a9fe", "local-use NAT64"),
 ]
+
+
 IDS = [a for a, _ in BLOCKED]
 
 
 def url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
-
-
-# --- the rule itself ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("address", "why"), BLOCKED, ids=IDS)
@@ -225,9 +220,6 @@ def test_blocked_reason_for_each_class(address: str, why: str) -> None:
 )
 def test_public_addresses_are_allowed(address: str) -> None:
     assert ssrf.blocked_reason(ipaddress.ip_address(address)) is None
-
-
-# --- (a) literal IPs: 400 at replace time, nothing stored -----------------------------------------------
 
 
 @pytest.fixture
@@ -308,9 +300,6 @@ def test_literal_ip_stored_before_the_guard_is_refused_at_delivery(
     assert sum("blocked" in r.getMessage() and "loopback" in r.getMessage() for r in caplog.records) == len(urls)
 
 
-# --- (b) host names resolving to blocked addresses --------------------------------------------------------
-
-
 @pytest.mark.parametrize(("address", "why"), BLOCKED, ids=IDS)
 def test_name_resolving_to_a_blocked_address_is_not_delivered(
     conn: Redis, guarded: Settings, receiver: Receiver, caplog: pytest.LogCaptureFixture, address: str, why: str
@@ -344,9 +333,6 @@ def test_localhost_through_the_system_resolver_is_blocked(conn: Redis, guarded: 
     fire(conn, guarded, [f"http://localhost:{port}/hook"], None)
     assert receiver.requests == []
     assert_blocked(conn, record(conn), "localhost", "loopback")
-
-
-# --- (c) DNS rebinding ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -407,9 +393,6 @@ def test_guarded_resolver_checks_every_answer() -> None:
     asyncio.run(run())
 
 
-# --- (d) redirects ---------------------------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize("allow_private", [False, True])
 def test_redirects_to_internal_addresses_are_not_followed(
     conn: Redis, redis_url: str, receiver: Receiver, allow_private: bool
@@ -433,9 +416,6 @@ def test_redirects_to_internal_addresses_are_not_followed(
         assert [a["status"] for a in rec["attempts"]] == [302]
     finally:
         redirector.close()
-
-
-# --- lifting the guard: ALLOW_PRIVATE_TARGETS and TARGET_ALLOWLIST -------------------------------------------
 
 
 def test_allow_private_targets_lifts_the_guard(conn: Redis, redis_url: str, receiver: Receiver) -> None:
