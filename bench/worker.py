@@ -41,8 +41,7 @@ from scheduler_api.delivery.worker import run_worker, tune_gc
 from scheduler_api.embedded_redis import RedisServer
 from scheduler_api.engine.tick import tick as engine_tick
 from scheduler_api.settings import load_settings
-from scheduler_api.storage import connection
-from scheduler_api.storage import triggers as store
+from scheduler_api.storage import connection, edits
 from scheduler_api.triggers import Trigger
 
 WORKSPACES = 10
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
                     Trigger(cron="0 * * * * *", url=f"{receiver.url}/hook/ws-{w}/{i}", method="POST", payload={"i": i})
                     for i in range(w * per_ws, min((w + 1) * per_ws, args.triggers))
                 ]
-                store.replace(conn, f"ws-{w}", triggers, now=lambda: start)
+                edits.replace(conn, f"ws-{w}", triggers, now=lambda: start)
             queue = Queue(settings.queue_name, connection=conn)
             tune_gc()
             for n in range(args.rounds):

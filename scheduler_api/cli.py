@@ -6,6 +6,9 @@
 * ``rotate-secrets``  re-encrypt stored header values with the first ``SECRETS_KEY`` key;
 * ``dev``       all three as child processes, with an embedded Redis when none is configured
                 or answering on localhost:6379 (persisted under ``--data-dir``). Ctrl-C stops all.
+* ``apply``     a workspace's triggers from a YAML or JSON file: plan, then apply (`scheduler_api.apply`);
+* ``get``       a workspace's triggers as such a file. Both are clients of the HTTP API (``--api``,
+                ``--key``, or ``SCHEDULER_API_URL`` / ``SCHEDULER_API_KEY``) and read no settings.
 
 Settings come from the environment and `.env`; an invalid one stops the command at start-up with
 a message naming the variable (exit code 2).
@@ -161,6 +164,16 @@ def dev(settings: Settings, *, data_dir: Path, embedded: bool) -> int:
     return code
 
 
+def client_command(args: argparse.Namespace) -> int:
+    """`apply` or `get` (exit codes: `scheduler_api.apply.run_apply`, `run_get`)."""
+    from scheduler_api.apply import open_client, run_apply, run_get
+
+    with open_client(args.api, args.key) as client:
+        if args.command == "get":
+            return run_get(client, args.workspace, fmt=args.output)
+        return run_apply(client, args.file, args.workspace, dry_run=args.dry_run, exit_code=args.exit_code)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="scheduler-api", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,7 +194,22 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="always start a private redis-server on a free port, even if one answers",
     )
+    a = sub.add_parser("apply", help="plan and apply a workspace's triggers from a YAML or JSON file")
+    a.add_argument("file", help='{"triggers": [...]} in YAML, or JSON (.json); "-" reads stdin')
+    a.add_argument("--workspace", required=True, help="the workspace whose triggers the file replaces")
+    a.add_argument("--dry-run", action="store_true", help="print the plan, apply nothing")
+    a.add_argument("--exit-code", action="store_true", help="with --dry-run: exit 2 when the plan has changes")
+    g = sub.add_parser("get", help="print a workspace's triggers in the file format apply reads")
+    g.add_argument("workspace")
+    g.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml", help="format (default: yaml)")
+    for client_parser in (a, g):
+        client_parser.add_argument(
+            "--api", help="the API's URL (default: $SCHEDULER_API_URL, else http://127.0.0.1:3000)"
+        )
+        client_parser.add_argument("--key", help="API key (default: $SCHEDULER_API_KEY)")
     args = parser.parse_args(argv)
+    if args.command in ("apply", "get"):
+        raise SystemExit(client_command(args))
     settings = _settings()
     if args.command == "serve":
         serve(settings)

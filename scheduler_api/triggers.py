@@ -3,6 +3,9 @@
 A trigger is ``cron + url + method + optional payload + optional headers``. Validation rules,
 each answered with a 400 whose `details[].path` names the field (``triggers[1].cron``):
 
+* ``id``: optional, 1-64 characters of ``A-Z a-z 0-9 _ . -``, unique in its list (case-sensitive);
+  absent, the trigger's index in the list as a string (so ``jobId`` is ``{workspace_id}:{index}``,
+  the original's). A default id equal to a given one is refused, naming both triggers.
 * ``cron``: a string that `scheduler_api.cron.validate` accepts (the scheduler's own parser, plus
   the rules for new input).
 * ``url``: an absolute ``http://`` or ``https://`` URL with a host, at most 2048 characters,
@@ -30,17 +33,19 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator, model_validator
 
 from scheduler_api import cron as cronlib
-from scheduler_api.errors import CronError
+from scheduler_api.errors import CronError, InvalidRequest
 
 WORKSPACE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+TRIGGER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MAX_URL_LENGTH = 2048
@@ -122,6 +127,11 @@ class Trigger(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    id: StrictStr | None = Field(
+        None,
+        description="Stable id, 1-64 characters of A-Z a-z 0-9 _ . -; default: the trigger's index in the list.",
+        pattern=TRIGGER_ID.pattern,
+    )
     cron: StrictStr = Field(description="Cron expression: 5 fields, or 6 with seconds first, or @hourly etc.")
     url: StrictStr = Field(description="Absolute http(s) URL the request is sent to.")
     method: Method = Field(description="HTTP method.")
@@ -209,21 +219,49 @@ class ReplaceTriggers(BaseModel):
 
     triggers: list[Trigger] = Field(description="The new list; it replaces every existing trigger.")
 
+    @model_validator(mode="after")
+    def _unique_ids(self) -> ReplaceTriggers:
+        """Ids are unique in the list (case-sensitive); a default id (the index) counts too."""
+        details = duplicate_ids([t.id for t in self.triggers])
+        if details:
+            raise InvalidRequest("Invalid request", details)
+        return self
 
-def check_limits(triggers: list[Trigger], limits: Limits) -> list[dict[str, str]]:
-    """The configured size limits each trigger breaks, as error details (empty when none)."""
+
+def duplicate_ids(ids: list[str | None]) -> list[dict[str, str]]:
+    """Error details for ids given twice in a list, a default id (the index, for None) included."""
+    first: dict[str, int] = {}
+    details = []
+    for i, given in enumerate(ids):
+        trigger_id = given if given is not None else str(i)
+        if trigger_id in first:
+            j = first[trigger_id]
+            how = "" if given is not None and ids[j] is not None else " (a trigger without an id has its index as id)"
+            details.append(
+                {"path": f"triggers[{i}].id", "message": f"id {trigger_id!r} is also the id of triggers[{j}]{how}"}
+            )
+        else:
+            first[trigger_id] = i
+    return details
+
+
+def check_limits(
+    triggers: list[Trigger], limits: Limits, *, paths: Sequence[str] | None = None
+) -> list[dict[str, str]]:
+    """The configured size limits each trigger breaks, as error details (empty when none); the
+    details' paths start with `paths[i]` (default ``triggers[i]``; ``""`` for a lone trigger)."""
     details = []
     for i, t in enumerate(triggers):
+        at = paths[i] if paths is not None else f"triggers[{i}]"
+        dot = "." if at else ""
         if len(t.url) > limits.max_url_length:
-            details.append(
-                {"path": f"triggers[{i}].url", "message": f"must be at most {limits.max_url_length} characters"}
-            )
+            details.append({"path": f"{at}{dot}url", "message": f"must be at most {limits.max_url_length} characters"})
         if t.payload is not None:
             size = len(json.dumps(t.payload, separators=(",", ":")).encode())
             if size > limits.max_payload_bytes:
                 details.append(
                     {
-                        "path": f"triggers[{i}].payload",
+                        "path": f"{at}{dot}payload",
                         "message": f"must be at most {limits.max_payload_bytes} bytes as JSON, got {size}",
                     }
                 )
@@ -231,7 +269,7 @@ def check_limits(triggers: list[Trigger], limits: Limits) -> list[dict[str, str]
         if len(headers) > limits.max_headers:
             details.append(
                 {
-                    "path": f"triggers[{i}].headers",
+                    "path": f"{at}{dot}headers",
                     "message": f"at most {limits.max_headers} headers, got {len(headers)}",
                 }
             )
@@ -239,7 +277,7 @@ def check_limits(triggers: list[Trigger], limits: Limits) -> list[dict[str, str]
             if len(name.encode()) + len(value.encode()) > limits.max_header_bytes:
                 details.append(
                     {
-                        "path": f"triggers[{i}].headers.{name}",
+                        "path": f"{at}{dot}headers.{name}",
                         "message": f"name and value must be at most {limits.max_header_bytes} bytes",
                     }
                 )

@@ -3,13 +3,13 @@ parameters shared by several routes."""
 
 from __future__ import annotations
 
-from fastapi import Path, Request
+from fastapi import Header, Path, Query, Request
 from redis import Redis
 
 from scheduler_api.header_crypto import HeaderCipher
 from scheduler_api.settings import Settings
 from scheduler_api.ssrf import TargetPolicy
-from scheduler_api.triggers import WORKSPACE_ID
+from scheduler_api.triggers import TRIGGER_ID, WORKSPACE_ID
 
 WorkspaceId = Path(
     min_length=1,
@@ -17,7 +17,6 @@ WorkspaceId = Path(
     pattern=WORKSPACE_ID.pattern,
     description="1-128 characters of A-Z a-z 0-9 _ . -",
 )
-TriggerIndex = Path(ge=0, le=1_000_000, description="The trigger's index in its workspace's list.")
 
 
 def redis_of(request: Request) -> Redis:
@@ -38,3 +37,36 @@ def cipher_of(request: Request) -> HeaderCipher | None:
 def target_policy_of(request: Request) -> TargetPolicy:
     policy: TargetPolicy = request.app.state.target_policy
     return policy
+
+
+TriggerId = Path(
+    min_length=1,
+    max_length=64,
+    pattern=TRIGGER_ID.pattern,
+    description="The trigger's id: 1-64 characters of A-Z a-z 0-9 _ . - (its index when none was given).",
+)
+DryRun = Query(False, description="Validate and plan the change, answer the diff and warnings, change nothing.")
+IfMatch = Header(
+    None,
+    alias="If-Match",
+    description='Apply only if the workspace\'s ETag is one of these ("..." as sent in ETag), or * (any).',
+)
+IfNoneMatch = Header(None, alias="If-None-Match", description="`*`: create only (412 if the trigger exists).")
+
+
+def etags(if_match: str | None) -> tuple[str, ...]:
+    """The ETags an If-Match header names, unquoted (`W/` prefixes dropped); () for none or `*`."""
+    if if_match is None or if_match.strip() == "*":
+        return ()
+    tags = []
+    for part in if_match.split(","):
+        tag = part.strip().removeprefix("W/").strip()
+        if len(tag) >= 2 and tag[0] == tag[-1] == '"':
+            tag = tag[1:-1]
+        if tag:
+            tags.append(tag)
+    return tuple(tags) or ("\x00",)  # only empty tags: matches nothing
+
+
+def quoted(etag: str) -> str:
+    return f'"{etag}"'

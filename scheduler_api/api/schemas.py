@@ -8,11 +8,12 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
 
 class Job(BaseModel):
-    jobId: str = Field(description="`{workspace_id}:{index}`")
-    jobName: str = Field(description="`{workspace_id}-trigger-{index}`")
+    jobId: str = Field(description="`{workspace_id}:{id}`")
+    jobName: str = Field(description="`{workspace_id}-trigger-{id}`")
     cron: str
     url: str
     method: str
+    id: str = Field(description="The trigger's id (its index in the list when none was given).")
 
 
 class ListedJob(Job):
@@ -24,12 +25,19 @@ class ListedJob(Job):
     paused: bool = Field(False, description="True when the trigger is disabled or its workspace is paused.")
 
 
+class Warning(BaseModel):
+    path: str = Field(description='"triggers[2]", "trigger" or "triggers"')
+    code: str = Field(description="dst_skipped, dst_repeated, overlap_risk, burst or rare")
+    message: str
+
+
 class ReplaceResponse(BaseModel):
     success: bool
     workspace_id: str
     removed: int
     added: int
     jobs: list[Job]
+    warnings: list[Warning] | None = Field(None, description="Only when there are any.")
 
 
 class ListResponse(BaseModel):
@@ -68,11 +76,40 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "Body too large."},
     503: {"model": ErrorResponse, "description": "Redis is unreachable."},
 }
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    412: {"model": ErrorResponse, "description": "If-Match names a stale ETag (or If-None-Match: * and it exists)."},
+}
 
 
 class TriggerDetail(ListedJob):
+    payload: dict[str, Any] | None = Field(None, description="The JSON body (header values stay secret).")
     description: str = Field(description="The schedule in words.")
     next_runs: list[str] = Field(description="The next 5 run times, ISO 8601 UTC.")
+
+
+class PutResponse(BaseModel):
+    success: bool
+    workspace_id: str
+    created: bool
+    job: ListedJob
+    warnings: list[Warning] | None = Field(None, description="Only when there are any.")
+
+
+class Diff(BaseModel):
+    added: list[str]
+    removed: list[str]
+    changed: list[dict[str, Any]] = Field(description='[{"id", "fields": ["url", "headers.Authorization"]}]')
+    unchanged: list[str]
+
+
+class DryRunResponse(BaseModel):
+    success: bool
+    dry_run: bool
+    workspace_id: str
+    diff: Diff
+    jobs: list[ListedJob]
+    warnings: list[Warning]
 
 
 class TriggerResponse(BaseModel):

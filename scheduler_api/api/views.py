@@ -15,7 +15,7 @@ NEXT_RUNS = 5
 
 def job(t: StoredTrigger) -> dict[str, Any]:
     """A trigger as the original's POST answer shows it."""
-    return {"jobId": t.job_id, "jobName": t.job_name, "cron": t.cron, "url": t.url, "method": t.method}
+    return {"jobId": t.job_id, "jobName": t.job_name, "cron": t.cron, "url": t.url, "method": t.method, "id": t.id}
 
 
 def listed_job(t: StoredTrigger, *, workspace_paused: bool) -> dict[str, Any]:

@@ -204,12 +204,12 @@ def list_records(
     conn: Redis,
     workspace_id: str,
     *,
-    trigger: int | None = None,
+    trigger: str | None = None,
     outcome: str | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     """The workspace's records as the API shows them (`Record.to_dict`), newest scheduled time
-    first, filtered by trigger index and outcome."""
+    first, filtered by trigger id and outcome."""
     with redis_errors():
         ids: list[bytes] = conn.zrevrange(keys.history(workspace_id), 0, -1)  # type: ignore[assignment]
         raws = conn.hmget(keys.records(workspace_id), ids) if ids else []

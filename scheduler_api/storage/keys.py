@@ -1,9 +1,12 @@
 """Every Redis key the service uses, in one place.
 
 Triggers (written by the API, read by the scheduler and the workers):
-  ``sa:ws:{workspace_id}``   hash: trigger index -> definition JSON (with a version ``v``)
+  ``sa:ws:{workspace_id}``   hash: trigger id -> definition JSON (with a version ``v`` and its
+                             position ``o`` in the list)
+  ``sa:etag:{workspace_id}`` the workspace's ETag: a random token, new on every change of its
+                             triggers; absent while it has none
   ``sa:schedule``            rq-scheduler's schedule: sorted set, member jobId
-                             (``{workspace_id}:{index}``), score = next run (unix seconds)
+                             (``{workspace_id}:{trigger id}``), score = next run (unix seconds)
 
   ``sa:paused``              set of paused workspace ids (their triggers keep their schedule)
 
@@ -31,7 +34,7 @@ Metrics (scheduler_api.metrics):
 Every key a Lua script (scheduler_api.storage.scripts) touches is built here and passed in its
 KEYS, with one exception: ``reap_leases.lua`` finds the ids of expired batches inside the script
 (in ``sa:leases``), so it cannot be given their keys; it gets `BATCH_PREFIX` in ARGV and builds
-``sa:batch:{id}`` itself. The ``sa:changed`` channel is not a key: ``replace.lua`` gets it in ARGV.
+``sa:batch:{id}`` itself. The ``sa:changed`` channel is not a key: ``write.lua`` gets it in ARGV.
 """
 
 from __future__ import annotations
@@ -54,17 +57,22 @@ def workspace(workspace_id: str) -> str:
     return WORKSPACE_PREFIX + workspace_id
 
 
+def etag(workspace_id: str) -> str:
+    return f"{PREFIX}etag:{workspace_id}"
+
+
 def batch(batch_id: str) -> str:
     return BATCH_PREFIX + batch_id
 
 
-def job_id(workspace_id: str, index: int | str) -> str:
-    """The trigger's jobId, as in the original: ``{workspace_id}:{index}``."""
-    return f"{workspace_id}:{index}"
+def job_id(workspace_id: str, trigger_id: str) -> str:
+    """The trigger's jobId, ``{workspace_id}:{trigger id}``: the original's ``{workspace_id}:{index}``
+    when no id was given."""
+    return f"{workspace_id}:{trigger_id}"
 
 
 def split_job_id(job_id_: str) -> tuple[str, str]:
-    """``ws:3`` -> (``ws``, ``3``). Workspace ids never contain a colon."""
+    """``ws:3`` -> (``ws``, ``3``). Workspace and trigger ids never contain a colon."""
     workspace_id, _, index = job_id_.rpartition(":")
     return workspace_id, index
 

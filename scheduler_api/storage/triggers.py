@@ -1,28 +1,36 @@
-"""Triggers in Redis: replace, list and delete a workspace's list, atomically.
+"""Triggers in Redis: read a workspace's list and write changes to it, atomically.
 
-Each trigger is two things, written together by one Lua script so that every observer (readers,
-the schedulers, the workers) sees the old list or the new list, never a mix:
+Each trigger is two things, written together by one Lua script (``write.lua``) so that every
+observer (readers, the schedulers, the workers) sees a change whole or not at all:
 
-* its definition, a field of the workspace hash ``sa:ws:{id}``, with a fresh version ``v``;
-* its cron entry in rq-scheduler's schedule (``sa:schedule``), member ``{workspace_id}:{index}``,
+* its definition, the field ``{trigger id}`` of the workspace hash ``sa:ws:{workspace id}``, with
+  a version ``v`` (new when the trigger is created or its cron or time zone changes: firings of
+  the old version not yet started are dropped) and its position ``o`` in the list;
+* its cron entry in rq-scheduler's schedule (``sa:schedule``), member ``{workspace_id}:{id}``,
   score = its next run time. The number of schedule entries of a workspace always equals its count.
 
-Failure rules: the API's calls (`replace`, `delete`, `list_triggers`, `set_paused`, `is_paused`,
-and `rotate_secrets` of the CLI) raise Redis being unreachable, slow or refusing writes as
-`StoreUnavailable` (scheduler_api.storage.redis_util; the API answers 503). A write is one
-script, so a refused or failed one leaves the workspace as it was; after a timeout it may have
-been applied (`StoreUnavailable.maybe_done`). The scheduler's and the workers' reads
-(`load_definitions`, `load_raw_definitions`, `paused_among`) raise redis-py's errors unchanged:
-their loops log them and try again.
+Every change also sets the workspace's ETag (``sa:etag:{workspace id}``, a new random token; absent,
+read as ``0``, while the workspace has no triggers). A change is planned on a `Snapshot`
+(scheduler_api.storage.edits) and written with `write`, which applies it only if what it was
+planned on still holds: the client's If-Match, the snapshot's ETag (whole-list changes) or the
+touched triggers' stored definitions (one-trigger changes, so that changes of different triggers
+never conflict).
+
+Failure rules: the API's calls (`read`, `write`, `set_paused`, `is_paused`, and `rotate_secrets` of
+the CLI) raise Redis being unreachable, slow or refusing writes as `StoreUnavailable`
+(scheduler_api.storage.redis_util; the API answers 503). A write is one script, so a refused or
+failed one leaves the workspace as it was; after a timeout it may have been applied
+(`StoreUnavailable.maybe_done`). The scheduler's and the workers' reads (`load_definitions`,
+`load_raw_definitions`, `paused_among`) raise redis-py's errors unchanged: their loops log them
+and try again.
 """
 
 from __future__ import annotations
 
+import enum
 import json
-import secrets
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
 
@@ -32,15 +40,16 @@ from scheduler_api import cron as cronlib
 from scheduler_api.header_crypto import HeaderCipher
 from scheduler_api.storage import keys, scripts
 from scheduler_api.storage.redis_util import compact_json, redis_errors
-from scheduler_api.triggers import Trigger
+
+EMPTY_ETAG = "0"  # the ETag of a workspace without triggers
 
 
 @dataclass(frozen=True)
 class StoredTrigger:
-    """A trigger as stored: its definition, index and next run time."""
+    """A trigger as stored: its id, definition, version, position and next run time."""
 
     workspace_id: str
-    index: int
+    id: str
     version: str
     cron: str
     url: str
@@ -50,6 +59,7 @@ class StoredTrigger:
     next_run_at: float | None = None
     timezone: str = "UTC"
     enabled: bool = True
+    position: int = 0
 
     @property
     def schedule(self) -> cronlib.Cron:
@@ -57,11 +67,11 @@ class StoredTrigger:
 
     @property
     def job_id(self) -> str:
-        return keys.job_id(self.workspace_id, self.index)
+        return keys.job_id(self.workspace_id, self.id)
 
     @property
     def job_name(self) -> str:
-        return f"{self.workspace_id}-trigger-{self.index}"
+        return f"{self.workspace_id}-trigger-{self.id}"
 
     @cached_property
     def payload_json(self) -> bytes:
@@ -73,6 +83,7 @@ class StoredTrigger:
         return compact_json(
             {
                 "v": self.version,
+                "o": self.position,
                 "cron": self.cron,
                 "url": self.url,
                 "method": self.method,
@@ -85,12 +96,12 @@ class StoredTrigger:
 
     @classmethod
     def from_json(
-        cls, workspace_id: str, index: int, raw: str | bytes, next_run_at: float | None = None
+        cls, workspace_id: str, trigger_id: str, raw: str | bytes, next_run_at: float | None = None
     ) -> StoredTrigger:
         data = json.loads(raw)
         return cls(
             workspace_id=workspace_id,
-            index=index,
+            id=trigger_id,
             version=data["v"],
             cron=data["cron"],
             url=data["url"],
@@ -100,76 +111,119 @@ class StoredTrigger:
             next_run_at=next_run_at,
             timezone=data.get("tz") or "UTC",
             enabled=data.get("on", True),
+            position=data.get("o", 0),
         )
 
 
-def replace(
-    conn: Redis,
-    workspace_id: str,
-    triggers: Sequence[Trigger],
-    *,
-    now: Callable[[], float] = time.time,
-    cipher: HeaderCipher | None = None,
-    unpause: bool = False,
-) -> tuple[int, list[StoredTrigger]]:
-    """Replace the workspace's whole list; return (how many were removed, the new list).
+@dataclass(frozen=True)
+class Snapshot:
+    """A workspace's triggers as read at one instant, with its ETag: what a change is planned on."""
 
-    With `cipher`, header values are stored encrypted (the returned triggers hold them sealed).
-    With `unpause` (`delete`), the workspace's pause is lifted in the same script.
-    """
-    ts = now()
-    # One random token per replace, made unique per trigger by its index: a version only has to
-    # differ from every earlier version of the same jobId.
-    token = secrets.token_hex(5)
-    next_runs: dict[tuple[str, str], float] = {}  # many triggers of one list share a schedule
+    workspace_id: str
+    etag: str
+    triggers: list[StoredTrigger]  # in list order
+    raws: dict[str, str]  # trigger id -> its definition JSON as read
 
-    def next_run(cron: str, tz: str) -> float:
-        if (cron, tz) not in next_runs:
-            next_runs[cron, tz] = cronlib.parse(cron, tz).next_after(ts)
-        return next_runs[cron, tz]
+    def find(self, trigger_id: str) -> StoredTrigger | None:
+        return next((t for t in self.triggers if t.id == trigger_id), None)
 
-    stored = [
-        StoredTrigger(
-            workspace_id=workspace_id,
-            index=i,
-            version=f"{token}{i:x}",
-            cron=t.cron,
-            url=t.url,
-            method=t.method,
-            payload=t.payload,
-            headers=cipher.seal(t.headers or {}) if cipher else dict(t.headers or {}),
-            next_run_at=next_run(t.cron, t.timezone or "UTC"),
-            timezone=t.timezone or "UTC",
-            enabled=t.enabled,
-        )
-        for i, t in enumerate(triggers)
-    ]
-    args: list[Any] = [keys.job_id(workspace_id, ""), keys.CHANGED, int(unpause), workspace_id, len(stored)]
-    for s in stored:
-        args += [s.index, s.to_json(), repr(s.next_run_at)]
+
+def read(conn: Redis, workspace_id: str) -> Snapshot:
+    """The workspace's triggers in list order, each with its next run time, and its ETag."""
     with redis_errors():
-        removed = scripts.run(conn, "replace", [keys.workspace(workspace_id), keys.SCHEDULE, keys.PAUSED], args)
-    return int(removed), stored
-
-
-def delete(conn: Redis, workspace_id: str) -> int:
-    """Remove every trigger of the workspace, and its pause; return how many triggers there were.
-
-    The workspace is gone: one created later under the same id starts unpaused (a replace, even
-    with an empty list, keeps the pause)."""
-    removed, _ = replace(conn, workspace_id, [], unpause=True)
-    return removed
+        flat = scripts.run(
+            conn,
+            "list",
+            [keys.workspace(workspace_id), keys.SCHEDULE, keys.etag(workspace_id)],
+            [keys.job_id(workspace_id, "")],
+        )
+    etag = _text(flat[0])
+    triggers, raws = [], {}
+    for i in range(1, len(flat), 3):
+        trigger_id, raw, score = _text(flat[i]), _text(flat[i + 1]), flat[i + 2]
+        raws[trigger_id] = raw
+        triggers.append(StoredTrigger.from_json(workspace_id, trigger_id, raw, float(score) if score else None))
+    triggers.sort(key=lambda t: (t.position, t.id))
+    return Snapshot(workspace_id, etag, triggers, raws)
 
 
 def list_triggers(conn: Redis, workspace_id: str) -> list[StoredTrigger]:
-    """The workspace's triggers in index order, each with its next run time; [] if unknown."""
+    """The workspace's triggers in list order, each with its next run time; [] if unknown."""
+    return read(conn, workspace_id).triggers
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class Write:
+    """One change of a workspace's triggers, as planned on a `Snapshot`.
+
+    `upserts`: definitions to write, each with whether its schedule entry is written too (a new
+    trigger, or a new cron or time zone) or kept. `deletes`: ids to remove. `whole_list`: every id
+    not in `upserts` is removed (a replace). `expect_etag` / `expect`: what must still hold for the
+    write to apply (the snapshot's ETag; the touched triggers' definitions as read, None = absent).
+    """
+
+    upserts: list[tuple[StoredTrigger, bool]] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    whole_list: bool = False
+    expect_etag: str = ""
+    expect: dict[str, str | None] = field(default_factory=dict)
+    unpause: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (self.upserts or self.deletes or self.whole_list or self.unpause)
+
+
+class WriteStatus(enum.Enum):
+    APPLIED = "ok"
+    PRECONDITION_FAILED = "precondition"  # the client's If-Match names another ETag
+    CONFLICT = "conflict"  # the workspace changed since the snapshot: plan again
+    TOO_MANY = "too_many"  # the change would exceed the workspace's trigger limit
+
+
+def write(
+    conn: Redis,
+    workspace_id: str,
+    change: Write,
+    *,
+    new_etag: str,
+    if_match: Sequence[str] = (),
+    max_triggers: int,
+) -> tuple[WriteStatus, int]:
+    """Apply `change` if its expectations and `if_match` (ETags, any of which may match) still hold;
+    return (the status, the number of triggers before the change, or the count that was too many)."""
+    args: list[Any] = [
+        keys.job_id(workspace_id, ""),
+        keys.CHANGED,
+        workspace_id,
+        int(change.unpause),
+        " ".join(if_match),
+        new_etag,
+        change.expect_etag,
+        int(change.whole_list),
+        max_triggers,
+        len(change.expect),
+    ]
+    for trigger_id, raw in change.expect.items():
+        args += [trigger_id, raw or ""]
+    args.append(len(change.upserts))
+    for t, reschedule in change.upserts:
+        args += [t.id, t.to_json(), repr(t.next_run_at) if reschedule and t.next_run_at is not None else ""]
+    args.append(len(change.deletes))
+    args += change.deletes
     with redis_errors():
-        flat = scripts.run(conn, "list", [keys.workspace(workspace_id), keys.SCHEDULE], [keys.job_id(workspace_id, "")])
-    out = []
-    for i in range(0, len(flat), 3):
-        score = flat[i + 2]
-        out.append(StoredTrigger.from_json(workspace_id, int(flat[i]), flat[i + 1], float(score) if score else None))
-    return sorted(out, key=lambda t: t.index)
+        answer = scripts.run(
+            conn,
+            "write",
+            [keys.workspace(workspace_id), keys.SCHEDULE, keys.PAUSED, keys.etag(workspace_id)],
+            args,
+        )
+    status = WriteStatus(_text(answer[0]))
+    return status, int(answer[1]) if len(answer) > 1 and status is not WriteStatus.CONFLICT else 0
 
 
 def load_raw_definitions(conn: Redis, job_ids: Sequence[str]) -> dict[str, bytes]:
@@ -199,8 +253,8 @@ def load_definitions(conn: Redis, job_ids: Sequence[str]) -> dict[str, StoredTri
 def parse_definition(job_id: str, raw: bytes) -> StoredTrigger:
     """A stored definition, parsed once per distinct JSON: the scheduler and the workers read the same
     definitions tick after tick (treat the result as read-only)."""
-    ws, idx = keys.split_job_id(job_id)
-    return StoredTrigger.from_json(ws, int(idx), raw)
+    ws, trigger_id = keys.split_job_id(job_id)
+    return StoredTrigger.from_json(ws, trigger_id, raw)
 
 
 def set_paused(conn: Redis, workspace_id: str, paused: bool) -> None:

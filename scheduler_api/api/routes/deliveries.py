@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from scheduler_api.api.deps import WorkspaceId, redis_of
 from scheduler_api.api.schemas import ERRORS, DeliveriesResponse
 from scheduler_api.storage import history
+from scheduler_api.triggers import TRIGGER_ID
 
 router = APIRouter()
 
@@ -22,7 +23,9 @@ router = APIRouter()
 def deliveries(
     request: Request,
     workspace_id: str = WorkspaceId,
-    trigger: Annotated[int | None, Query(ge=0, description="Only this trigger index.")] = None,
+    trigger: Annotated[
+        str | None, Query(min_length=1, max_length=64, pattern=TRIGGER_ID.pattern, description="Only this trigger id.")
+    ] = None,
     outcome: Annotated[history.OutcomeName | None, Query(description="Only this outcome.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many records.")] = 100,
 ) -> dict[str, Any]:

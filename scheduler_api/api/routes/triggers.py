@@ -1,127 +1,317 @@
-"""A workspace's triggers: the original's replace / list / delete of the whole list, and one
-trigger by its index (view, run now)."""
+"""A workspace's triggers: the original's replace / list / delete of the whole list, and one trigger
+by its id (view, create or replace, merge-patch, delete, run now).
+
+Every answer about a workspace's triggers carries its `ETag`; every write honours `If-Match` (412
+when stale, nothing changed) and `?dry_run=true` (the plan, its diff and warnings; nothing
+changed). Writes go through scheduler_api.storage.edits, which keeps identity by id (README
+"Trigger identity").
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Body, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
-from scheduler_api.api.deps import TriggerIndex, WorkspaceId, cipher_of, redis_of, settings_of, target_policy_of
+from scheduler_api.api import writes
+from scheduler_api.api.deps import (
+    DryRun,
+    IfMatch,
+    IfNoneMatch,
+    TriggerId,
+    WorkspaceId,
+    cipher_of,
+    quoted,
+    redis_of,
+    settings_of,
+)
+from scheduler_api.api.patches import merge_patch, trigger_as_input
 from scheduler_api.api.schemas import (
     ERRORS,
+    WRITE_ERRORS,
     DeleteResponse,
+    DryRunResponse,
     ListResponse,
+    PutResponse,
     ReplaceResponse,
     RunResponse,
     TriggerResponse,
 )
 from scheduler_api.api.views import job, listed_job, schedule_view
-from scheduler_api.errors import InvalidRequest, NotFound
-from scheduler_api.storage import firings
+from scheduler_api.errors import InvalidRequest, NotFound, PreconditionFailed
+from scheduler_api.storage import edits, firings
 from scheduler_api.storage import triggers as store
-from scheduler_api.triggers import ReplaceTriggers, check_limits
+from scheduler_api.storage.edits import Plan
+from scheduler_api.triggers import ReplaceTriggers, Trigger
 
 router = APIRouter()
+LIST = "/api/workspaces/{workspace_id}/triggers"
+ONE = "/api/workspaces/{workspace_id}/triggers/{trigger_id}"
 
 
 @router.post(
-    "/api/workspaces/{workspace_id}/triggers",
-    response_model=ReplaceResponse,
-    responses=ERRORS,
+    LIST,
+    response_model=ReplaceResponse | DryRunResponse,
+    responses=WRITE_ERRORS,
     summary="Replace all triggers of a workspace",
 )
-def replace_triggers(request: Request, body: ReplaceTriggers, workspace_id: str = WorkspaceId) -> JSONResponse:
-    settings = settings_of(request)
-    limit = settings.max_triggers_per_workspace
+def replace_triggers(
+    request: Request,
+    body: ReplaceTriggers,
+    workspace_id: str = WorkspaceId,
+    dry_run: bool = DryRun,
+    if_match: str | None = IfMatch,
+) -> JSONResponse:
+    limit = settings_of(request).max_triggers_per_workspace
     if len(body.triggers) > limit:
         raise InvalidRequest(
             "Too many triggers",
             [{"path": "triggers", "message": f"at most {limit} per workspace, got {len(body.triggers)}"}],
         )
-    details = check_limits(body.triggers, settings)
-    policy = target_policy_of(request)
-    for i, trigger in enumerate(body.triggers):
-        why = policy.check_url(trigger.url)
-        if why:
-            details.append({"path": f"triggers[{i}].url", "message": f"deliveries to {why} are not allowed"})
-    if details:
-        raise InvalidRequest("Invalid request", details)
-    removed, stored = store.replace(redis_of(request), workspace_id, body.triggers, cipher=cipher_of(request))
-    # Returned as a response, not a dict: FastAPI would validate it again against ReplaceResponse
-    # (which still documents it), a cost the size of the list; the shape is checked by the tests.
-    return JSONResponse(
-        {
-            "success": True,
-            "workspace_id": workspace_id,
-            "removed": removed,
-            "added": len(stored),
-            "jobs": [job(t) for t in stored],
-        }
+    paths = [f"triggers[{i}]" for i in range(len(body.triggers))]
+    writes.check(request, body.triggers, paths)
+    cipher = cipher_of(request)
+    plan = writes.apply(
+        request,
+        workspace_id,
+        lambda snap: edits.plan_replace(snap, body.triggers, now=time.time(), cipher=cipher),
+        if_match,
+        dry_run,
     )
+    warnings = writes.warnings(request, list(zip(paths, body.triggers, strict=True)))
+    if dry_run:
+        return writes.dry_run(request, workspace_id, plan, warnings)
+    answer: dict[str, Any] = {
+        "success": True,
+        "workspace_id": workspace_id,
+        "removed": plan.before,
+        "added": len(plan.triggers),
+        "jobs": [job(t) for t in plan.triggers],
+    }
+    if warnings:
+        answer["warnings"] = warnings
+    # A response, not a dict: FastAPI would validate it again against ReplaceResponse (which still
+    # documents it), a cost the size of the list.
+    return JSONResponse(answer, headers=writes.etag_header(request, workspace_id))
 
 
-@router.get(
-    "/api/workspaces/{workspace_id}/triggers",
-    response_model=ListResponse,
-    responses=ERRORS,
-    summary="List the triggers of a workspace",
-)
+@router.get(LIST, response_model=ListResponse, responses=ERRORS, summary="List the triggers of a workspace")
 def list_triggers(request: Request, workspace_id: str = WorkspaceId) -> JSONResponse:
     conn = redis_of(request)
-    triggers = store.list_triggers(conn, workspace_id)
+    snapshot = store.read(conn, workspace_id)
     paused = store.is_paused(conn, workspace_id)
-    jobs = [listed_job(t, workspace_paused=paused) for t in triggers]
-    return JSONResponse({"success": True, "workspace_id": workspace_id, "count": len(jobs), "jobs": jobs})
+    jobs = [listed_job(t, workspace_paused=paused) for t in snapshot.triggers]
+    return JSONResponse(
+        {"success": True, "workspace_id": workspace_id, "count": len(jobs), "jobs": jobs},
+        headers={"ETag": quoted(snapshot.etag)},
+    )
 
 
 @router.delete(
-    "/api/workspaces/{workspace_id}/triggers",
-    response_model=DeleteResponse,
-    responses=ERRORS,
+    LIST,
+    response_model=DeleteResponse | DryRunResponse,
+    responses=WRITE_ERRORS,
     summary="Remove all triggers of a workspace",
 )
-def delete_triggers(request: Request, workspace_id: str = WorkspaceId) -> dict[str, Any]:
-    removed = store.delete(redis_of(request), workspace_id)
-    return {"success": True, "workspace_id": workspace_id, "removed": removed}
+def delete_triggers(
+    request: Request, workspace_id: str = WorkspaceId, dry_run: bool = DryRun, if_match: str | None = IfMatch
+) -> JSONResponse:
+    plan = writes.apply(request, workspace_id, edits.plan_delete_all, if_match, dry_run)
+    if dry_run:
+        return writes.dry_run(request, workspace_id, plan, [])
+    return JSONResponse(
+        {"success": True, "workspace_id": workspace_id, "removed": plan.before},
+        headers={"ETag": quoted(store.EMPTY_ETAG)},
+    )
 
 
-def _find(request: Request, workspace_id: str, index: int) -> store.StoredTrigger:
-    for t in store.list_triggers(redis_of(request), workspace_id):
-        if t.index == index:
-            return t
-    raise NotFound(
-        "Trigger not found", [{"path": "index", "message": f"workspace {workspace_id!r} has no trigger {index}"}]
+def _find(request: Request, workspace_id: str, trigger_id: str) -> tuple[store.StoredTrigger, str]:
+    snapshot = store.read(redis_of(request), workspace_id)
+    found = snapshot.find(trigger_id)
+    if found is None:
+        raise _not_found(workspace_id, trigger_id)
+    return found, snapshot.etag
+
+
+def _not_found(workspace_id: str, trigger_id: str) -> NotFound:
+    return NotFound(
+        "Trigger not found",
+        [{"path": "trigger_id", "message": f"workspace {workspace_id!r} has no trigger {trigger_id!r}"}],
     )
 
 
 @router.get(
-    "/api/workspaces/{workspace_id}/triggers/{index}",
+    ONE,
     response_model=TriggerResponse,
     responses={**ERRORS, 404: ERRORS[400]},
     summary="One trigger with its next 5 runs and its schedule in words",
 )
-def get_trigger(request: Request, workspace_id: str = WorkspaceId, index: int = TriggerIndex) -> dict[str, Any]:
-    t = _find(request, workspace_id, index)
+def get_trigger(request: Request, workspace_id: str = WorkspaceId, trigger_id: str = TriggerId) -> JSONResponse:
+    t, etag = _find(request, workspace_id, trigger_id)
     _, description, runs = schedule_view(t.cron, t.timezone, path="", new=False)
     shown = listed_job(t, workspace_paused=store.is_paused(redis_of(request), workspace_id))
-    return {
+    return JSONResponse(
+        {
+            "success": True,
+            "workspace_id": workspace_id,
+            "job": {**shown, "payload": t.payload, "description": description, "next_runs": runs},
+        },
+        headers={"ETag": quoted(etag)},
+    )
+
+
+def _write_one(
+    request: Request,
+    workspace_id: str,
+    trigger_id: str,
+    trigger: Trigger,
+    *,
+    if_match: str | None,
+    create_only: bool,
+    dry_run: bool,
+    status_created: int,
+) -> JSONResponse:
+    if trigger.id is not None and trigger.id != trigger_id:
+        raise InvalidRequest(
+            "Invalid request", [{"path": "id", "message": f"must be the path's id {trigger_id!r}, got {trigger.id!r}"}]
+        )
+    writes.check(request, [trigger], [""])
+    cipher = cipher_of(request)
+
+    def planner(snapshot: store.Snapshot) -> Plan:
+        exists = snapshot.find(trigger_id) is not None
+        if create_only and exists:
+            raise PreconditionFailed(
+                "Precondition failed",
+                [{"path": "headers.if-none-match", "message": f"trigger {trigger_id!r} exists already"}],
+            )
+        if if_match is not None and if_match.strip() == "*" and not exists:
+            raise PreconditionFailed(
+                "Precondition failed",
+                [{"path": "headers.if-match", "message": f"no trigger {trigger_id!r} to match *"}],
+            )
+        return edits.plan_put(snapshot, trigger_id, trigger, now=time.time(), cipher=cipher)
+
+    plan = writes.apply(request, workspace_id, planner, if_match, dry_run)
+    warnings = writes.warnings(request, [("trigger", trigger)])
+    if dry_run:
+        return writes.dry_run(request, workspace_id, plan, warnings)
+    created = trigger_id in plan.diff.added
+    stored = next(t for t in plan.triggers if t.id == trigger_id)
+    answer: dict[str, Any] = {
         "success": True,
         "workspace_id": workspace_id,
-        "job": {**shown, "description": description, "next_runs": runs},
+        "created": created,
+        "job": listed_job(stored, workspace_paused=store.is_paused(redis_of(request), workspace_id)),
     }
+    if warnings:
+        answer["warnings"] = warnings
+    status = status_created if created else 200
+    return JSONResponse(answer, status_code=status, headers=writes.etag_header(request, workspace_id))
+
+
+@router.put(
+    ONE,
+    response_model=PutResponse | DryRunResponse,
+    status_code=200,
+    responses={**WRITE_ERRORS, 201: {"model": PutResponse, "description": "Created."}},
+    summary="Create (201) or replace (200) one trigger",
+)
+def put_trigger(
+    request: Request,
+    body: Trigger,
+    workspace_id: str = WorkspaceId,
+    trigger_id: str = TriggerId,
+    dry_run: bool = DryRun,
+    if_match: str | None = IfMatch,
+    if_none_match: str | None = IfNoneMatch,
+) -> JSONResponse:
+    create_only = if_none_match is not None and if_none_match.strip() == "*"
+    return _write_one(
+        request,
+        workspace_id,
+        trigger_id,
+        body,
+        if_match=if_match,
+        create_only=create_only,
+        dry_run=dry_run,
+        status_created=201,
+    )
+
+
+@router.patch(
+    ONE,
+    response_model=PutResponse | DryRunResponse,
+    responses={**WRITE_ERRORS, 404: ERRORS[400]},
+    summary="Change one trigger with a JSON Merge Patch (RFC 7396); header values not named are kept",
+)
+def patch_trigger(
+    request: Request,
+    patch: dict[str, Any] = Body(..., media_type="application/merge-patch+json"),  # noqa: B008 - FastAPI's idiom
+    workspace_id: str = WorkspaceId,
+    trigger_id: str = TriggerId,
+    dry_run: bool = DryRun,
+    if_match: str | None = IfMatch,
+) -> JSONResponse:
+    if "id" in patch and patch["id"] != trigger_id:
+        raise InvalidRequest("Invalid request", [{"path": "id", "message": "a trigger's id cannot be patched"}])
+    stored, _ = _find(request, workspace_id, trigger_id)
+    merged = merge_patch(trigger_as_input(stored, cipher_of(request)), patch)
+    try:
+        trigger = Trigger.model_validate(merged)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors()) from None
+    return _write_one(
+        request,
+        workspace_id,
+        trigger_id,
+        trigger,
+        if_match=if_match,
+        create_only=False,
+        dry_run=dry_run,
+        status_created=200,
+    )
+
+
+@router.delete(
+    ONE,
+    response_model=DeleteResponse | DryRunResponse,
+    responses={**WRITE_ERRORS, 404: ERRORS[400]},
+    summary="Remove one trigger: its future firings never start",
+)
+def delete_trigger(
+    request: Request,
+    workspace_id: str = WorkspaceId,
+    trigger_id: str = TriggerId,
+    dry_run: bool = DryRun,
+    if_match: str | None = IfMatch,
+) -> JSONResponse:
+    def planner(snapshot: store.Snapshot) -> Plan:
+        if snapshot.find(trigger_id) is None:
+            raise _not_found(workspace_id, trigger_id)
+        return edits.plan_delete(snapshot, trigger_id)
+
+    plan = writes.apply(request, workspace_id, planner, if_match, dry_run)
+    if dry_run:
+        return writes.dry_run(request, workspace_id, plan, [])
+    return JSONResponse(
+        {"success": True, "workspace_id": workspace_id, "removed": 1}, headers=writes.etag_header(request, workspace_id)
+    )
 
 
 @router.post(
-    "/api/workspaces/{workspace_id}/triggers/{index}/run",
+    ONE + "/run",
     status_code=202,
     response_model=RunResponse,
     responses={**ERRORS, 404: ERRORS[400]},
     summary="Fire one trigger now (same retries, recorded in the history)",
 )
-def run_now(request: Request, workspace_id: str = WorkspaceId, index: int = TriggerIndex) -> JSONResponse:
-    t = _find(request, workspace_id, index)
+def run_now(request: Request, workspace_id: str = WorkspaceId, trigger_id: str = TriggerId) -> Response:
+    t, _ = _find(request, workspace_id, trigger_id)
     firing_id = firings.enqueue_now(redis_of(request), t)
     return JSONResponse(
         {"success": True, "workspace_id": workspace_id, "jobId": t.job_id, "firing_id": firing_id}, status_code=202

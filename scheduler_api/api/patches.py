@@ -1,0 +1,63 @@
+"""JSON Merge Patch (RFC 7396) of a stored trigger, for ``PATCH .../triggers/{id}``.
+
+The patch applies to the trigger as a client would send it (`trigger_as_input`), then the result is
+validated as a whole like any new trigger. Rules:
+* a member set to ``null`` is removed (so it takes its default, or is missing and refused);
+* objects merge recursively (``payload`` as RFC 7396 says); anything else replaces;
+* ``headers`` merge by name, case-insensitively: a header the patch does not name keeps its stored
+  (secret) value, ``"Name": null`` removes it, ``"headers": null`` removes them all.
+Failure rule: stored header values that cannot be decrypted (``SECRETS_KEY`` rotated too early)
+make the patch a 400 that says so; nothing is changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scheduler_api.errors import InvalidRequest, SecretsError
+from scheduler_api.header_crypto import HeaderCipher
+from scheduler_api.storage.triggers import StoredTrigger
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 section 2, with the `headers` rule of the module docstring at the top level."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for name, value in patch.items():
+        if value is None:
+            out.pop(name, None)
+        elif name == "headers" and target is not None and isinstance(value, dict) and "cron" in out:
+            out[name] = _merge_headers(out.get(name) or {}, value)
+        else:
+            out[name] = merge_patch(out.get(name), value)
+    return out
+
+
+def _merge_headers(stored: dict[str, str], patch: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(stored)
+    for name, value in patch.items():
+        for existing in [n for n in merged if n.lower() == name.lower()]:
+            del merged[existing]
+        if value is not None:
+            merged[name] = value
+    return merged
+
+
+def trigger_as_input(stored: StoredTrigger, cipher: HeaderCipher | None) -> dict[str, Any]:
+    """The stored trigger as a client would send it (header values decrypted)."""
+    try:
+        headers = cipher.open(stored.headers) if cipher is not None else dict(stored.headers)
+    except SecretsError as e:
+        raise InvalidRequest(
+            "Invalid request",
+            [{"path": "headers", "message": f"the stored values cannot be read: {e}; PUT the trigger"}],
+        ) from None
+    body: dict[str, Any] = {"cron": stored.cron, "url": stored.url, "method": stored.method}
+    if stored.payload is not None:
+        body["payload"] = stored.payload
+    if headers:
+        body["headers"] = headers
+    body["timezone"] = stored.timezone
+    body["enabled"] = stored.enabled
+    return body

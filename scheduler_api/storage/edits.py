@@ -1,0 +1,279 @@
+"""Changes of a workspace's triggers: planned on a snapshot, diffed, then written with compare-and-set.
+
+Identity rules (README "Trigger identity"):
+* a trigger is known by its id (given, or its index in the list as a string), never by position;
+* a trigger kept unchanged by a change is not written at all: same version, same schedule entry,
+  so it neither fires an extra time nor skips one;
+* a kept trigger whose ``cron`` or ``timezone`` changes gets a new version (its firings not yet
+  started are dropped) and its next run computed afresh from now;
+* any other change (url, method, payload, headers, enabled, position) keeps the version and the
+  schedule entry: it applies to every firing not yet started;
+* header values are compared in plain text (decrypted with the cipher when stored encrypted), so
+  only a real change of a value is reported; a trigger that is written has its values sealed afresh
+  with the current ``SECRETS_KEY``.
+
+`apply` reads a snapshot, asks the planner for a `Plan`, and writes it; when the workspace changed
+in between (a concurrent write) it plans again on a fresh snapshot, so concurrent changes of
+different triggers all land. Failure rules: a stale If-Match is `PreconditionFailed` and nothing is
+written; a change over the trigger limit is `InvalidRequest`; after `MAX_ATTEMPTS` conflicting
+rounds `StoreUnavailable` (503, nothing written). A dry run plans and checks If-Match, writes
+nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import Redis
+
+from scheduler_api import cron as cronlib
+from scheduler_api.errors import InvalidRequest, PreconditionFailed, SecretsError, StoreUnavailable
+from scheduler_api.header_crypto import HeaderCipher
+from scheduler_api.storage.triggers import Snapshot, StoredTrigger, Write, WriteStatus, read, write
+from scheduler_api.triggers import Trigger
+
+MAX_ATTEMPTS = 50  # planning rounds against concurrent writes before giving up (503)
+COMPARED = ("cron", "timezone", "url", "method", "payload", "enabled")
+RESCHEDULING = frozenset({"cron", "timezone"})
+
+
+@dataclass(frozen=True)
+class Diff:
+    """What a change does, by trigger id. `changed` names fields; header *names* only."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[dict[str, Any]] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"added": self.added, "removed": self.removed, "changed": self.changed, "unchanged": self.unchanged}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A change planned on `snapshot`: the write, the workspace's list after it, and its diff."""
+
+    snapshot: Snapshot
+    change: Write
+    triggers: list[StoredTrigger]
+    diff: Diff
+    before: int = 0  # triggers the workspace had when the change was written
+
+
+Planner = Callable[[Snapshot], Plan]
+
+
+class Placer:
+    """Builds the stored form of triggers for one plan: versions, next runs (memoised per cron and
+    zone), headers sealed or kept."""
+
+    def __init__(self, snapshot: Snapshot, *, now: float, cipher: HeaderCipher | None) -> None:
+        self.snapshot = snapshot
+        self.now = now
+        self.cipher = cipher
+        self.token = secrets.token_hex(5)
+        self.placed = 0
+        self._next_runs: dict[tuple[str, str], float] = {}
+
+    def next_run(self, cron: str, tz: str) -> float:
+        if (cron, tz) not in self._next_runs:
+            self._next_runs[cron, tz] = cronlib.parse(cron, tz).next_after(self.now)
+        return self._next_runs[cron, tz]
+
+    def plain_headers(self, stored: StoredTrigger) -> dict[str, str] | None:
+        """The stored header values in plain text; None when they cannot be decrypted."""
+        if self.cipher is None:
+            return stored.headers
+        try:
+            return self.cipher.open(stored.headers)
+        except SecretsError:
+            return None
+
+    def place(self, trigger_id: str, t: Trigger, position: int) -> tuple[StoredTrigger, bool, list[str]]:
+        """(The stored trigger, whether its schedule entry is written, the fields that changed)."""
+        prev = self.snapshot.find(trigger_id)
+        tz = t.timezone or "UTC"
+        new_headers = dict(t.headers or {})
+        wanted: dict[str, Any] = {"cron": t.cron, "timezone": tz, "url": t.url, "method": t.method}
+        wanted |= {"payload": t.payload, "enabled": t.enabled}
+        self.placed += 1
+        if prev is None:
+            stored = StoredTrigger(
+                workspace_id=self.snapshot.workspace_id,
+                id=trigger_id,
+                version=f"{self.token}{self.placed:x}",
+                cron=t.cron,
+                url=t.url,
+                method=t.method,
+                payload=t.payload,
+                headers=self.cipher.seal(new_headers) if self.cipher else new_headers,
+                next_run_at=self.next_run(t.cron, tz),
+                timezone=tz,
+                enabled=t.enabled,
+                position=position,
+            )
+            return stored, True, []
+        had: dict[str, Any] = {"cron": prev.cron, "timezone": prev.timezone, "url": prev.url, "method": prev.method}
+        had |= {"payload": prev.payload, "enabled": prev.enabled}
+        fields = [name for name in COMPARED if had[name] != wanted[name]]
+        old_plain = self.plain_headers(prev)
+        # Values are sealed afresh with the current key whenever the trigger is written.
+        headers = self.cipher.seal(new_headers) if self.cipher else new_headers
+        for name in sorted(set(new_headers) | set(prev.headers)):
+            if old_plain is None or old_plain.get(name) != new_headers.get(name):
+                fields.append(f"headers.{name}")
+        reschedule = bool(RESCHEDULING & set(fields))
+        stored = dataclasses.replace(
+            prev,
+            version=f"{self.token}{self.placed:x}" if reschedule else prev.version,
+            cron=t.cron,
+            url=t.url,
+            method=t.method,
+            payload=t.payload,
+            headers=headers,
+            next_run_at=self.next_run(t.cron, tz) if reschedule else prev.next_run_at,
+            timezone=tz,
+            enabled=t.enabled,
+            position=position,
+        )
+        return stored, reschedule, fields
+
+
+def plan_replace(snapshot: Snapshot, triggers: Sequence[Trigger], *, now: float, cipher: HeaderCipher | None) -> Plan:
+    """The whole list replaced by `triggers` (ids default to their index)."""
+    placer = Placer(snapshot, now=now, cipher=cipher)
+    diff = Diff()
+    result: list[StoredTrigger] = []
+    upserts: list[tuple[StoredTrigger, bool]] = []
+    moved = False
+    for i, t in enumerate(triggers):
+        trigger_id = t.id if t.id is not None else str(i)
+        stored, reschedule, fields = placer.place(trigger_id, t, i)
+        prev = snapshot.find(trigger_id)
+        if prev is None:
+            diff.added.append(trigger_id)
+        elif fields:
+            diff.changed.append({"id": trigger_id, "fields": fields})
+        else:
+            diff.unchanged.append(trigger_id)
+            moved = moved or prev.position != i
+        result.append(stored)
+        upserts.append((stored, reschedule))
+    kept = {t.id for t in result}
+    diff.removed.extend(t.id for t in snapshot.triggers if t.id not in kept)
+    if diff.added or diff.removed or diff.changed or moved:
+        change = Write(upserts=upserts, whole_list=True, expect_etag=snapshot.etag)
+    else:
+        change = Write()  # nothing to write: the schedule and the ETag stay as they are
+    return Plan(snapshot, change, result, diff)
+
+
+def plan_delete_all(snapshot: Snapshot) -> Plan:
+    """Every trigger removed, and the workspace's pause lifted."""
+    diff = Diff(removed=[t.id for t in snapshot.triggers])
+    return Plan(snapshot, Write(whole_list=True, expect_etag=snapshot.etag, unpause=True), [], diff)
+
+
+def plan_put(snapshot: Snapshot, trigger_id: str, t: Trigger, *, now: float, cipher: HeaderCipher | None) -> Plan:
+    """One trigger created (at the end of the list) or replaced (in its place)."""
+    prev = snapshot.find(trigger_id)
+    position = prev.position if prev else max((x.position for x in snapshot.triggers), default=-1) + 1
+    stored, reschedule, fields = Placer(snapshot, now=now, cipher=cipher).place(trigger_id, t, position)
+    if prev is None:
+        diff = Diff(added=[trigger_id], unchanged=[x.id for x in snapshot.triggers])
+        result = [*snapshot.triggers, stored]
+    else:
+        others = [x.id for x in snapshot.triggers if x.id != trigger_id]
+        diff = Diff(changed=[{"id": trigger_id, "fields": fields}] if fields else [], unchanged=others)
+        if not fields:
+            diff.unchanged.append(trigger_id)
+        result = [stored if x.id == trigger_id else x for x in snapshot.triggers]
+    if prev is not None and not fields:
+        change = Write()
+    else:
+        change = Write(upserts=[(stored, reschedule)], expect={trigger_id: snapshot.raws.get(trigger_id)})
+    return Plan(snapshot, change, result, diff)
+
+
+def plan_delete(snapshot: Snapshot, trigger_id: str) -> Plan:
+    """One trigger removed; its future firings never start."""
+    others = [x for x in snapshot.triggers if x.id != trigger_id]
+    diff = Diff(removed=[trigger_id], unchanged=[x.id for x in others])
+    return Plan(snapshot, Write(deletes=[trigger_id], expect={trigger_id: snapshot.raws.get(trigger_id)}), others, diff)
+
+
+def etag_matches(etag: str, if_match: Sequence[str]) -> bool:
+    """Whether `etag` is one of the ETags an If-Match names (none named: always)."""
+    return not if_match or etag in if_match
+
+
+def apply(
+    conn: Redis,
+    workspace_id: str,
+    planner: Planner,
+    *,
+    if_match: Sequence[str] = (),
+    max_triggers: int,
+    dry_run: bool = False,
+) -> Plan:
+    """Plan on a fresh snapshot and write, again on a conflict (module docstring for the rules)."""
+    for attempt in range(MAX_ATTEMPTS):
+        snapshot = read(conn, workspace_id)
+        plan = planner(snapshot)
+        if dry_run or plan.change.empty:
+            if not etag_matches(snapshot.etag, if_match):
+                raise _stale(snapshot.etag)
+            return dataclasses.replace(plan, before=len(snapshot.triggers))
+        status, count = write(
+            conn, workspace_id, plan.change, new_etag=secrets.token_hex(8), if_match=if_match, max_triggers=max_triggers
+        )
+        if status is WriteStatus.APPLIED:
+            return dataclasses.replace(plan, before=count)
+        if status is WriteStatus.PRECONDITION_FAILED:
+            raise _stale(read(conn, workspace_id).etag)
+        if status is WriteStatus.TOO_MANY:
+            raise InvalidRequest(
+                "Too many triggers", [{"path": "triggers", "message": f"at most {max_triggers} per workspace"}]
+            )
+        time.sleep(0.001 * attempt)  # a concurrent write won: plan again on what it left
+    raise StoreUnavailable(f"workspace {workspace_id!r} kept changing under {MAX_ATTEMPTS} attempts; nothing written")
+
+
+def _stale(current: str) -> PreconditionFailed:
+    return PreconditionFailed(
+        "Precondition failed",
+        [{"path": "headers.if-match", "message": f'the workspace changed: its ETag is now "{current}"; read it again'}],
+    )
+
+
+def replace(
+    conn: Redis,
+    workspace_id: str,
+    triggers: Sequence[Trigger],
+    *,
+    now: Callable[[], float] = time.time,
+    cipher: HeaderCipher | None = None,
+    max_triggers: int = 1_000_000,
+) -> tuple[int, list[StoredTrigger]]:
+    """Replace the workspace's whole list; return (how many triggers it had, the new list)."""
+    plan = apply(
+        conn,
+        workspace_id,
+        lambda snapshot: plan_replace(snapshot, triggers, now=now(), cipher=cipher),
+        max_triggers=max_triggers,
+    )
+    return plan.before, plan.triggers
+
+
+def delete(conn: Redis, workspace_id: str) -> int:
+    """Remove every trigger of the workspace, and its pause; return how many triggers there were.
+
+    The workspace is gone: one created later under the same id starts unpaused (a replace, even
+    with an empty list, keeps the pause)."""
+    return apply(conn, workspace_id, plan_delete_all, max_triggers=1_000_000).before
