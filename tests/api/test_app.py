@@ -65,3 +65,21 @@ def test_development_without_keys_runs_open_and_warns(
     with caplog.at_level(logging.WARNING, logger="scheduler_api"):
         create_app(make_settings(redis_url, api_keys=ADMIN))
     assert not [r for r in caplog.records if "API_KEYS" in r.getMessage()]
+
+
+def test_openapi_shows_the_one_trigger_endpoints_their_headers_and_statuses(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    one = paths["/api/workspaces/{workspace_id}/triggers/{trigger_id}"]
+    assert {"get", "put", "patch", "delete"} <= set(one)
+    for method in ("put", "patch", "delete"):
+        params = {(p["in"], p["name"]) for p in one[method]["parameters"]}
+        assert {("header", "If-Match"), ("query", "dry_run"), ("path", "trigger_id")} <= params, method
+        assert "412" in one[method]["responses"], method
+    assert ("header", "If-None-Match") in {(p["in"], p["name"]) for p in one["put"]["parameters"]}
+    assert {"200", "201"} <= set(one["put"]["responses"])
+    assert "application/merge-patch+json" in one["patch"]["requestBody"]["content"]
+    listing = paths["/api/workspaces/{workspace_id}/triggers"]
+    for method in ("post", "delete"):
+        assert "412" in listing[method]["responses"]
+        assert ("header", "If-Match") in {(p["in"], p["name"]) for p in listing[method]["parameters"]}
+    assert "after" in client.get("/openapi.json").json()["components"]["schemas"]["PreviewRequest"]["properties"]

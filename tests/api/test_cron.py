@@ -7,10 +7,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from redis import Redis
 
 from scheduler_api import cron
 from tests.support.assertions import assert_error
+from tests.support.cron_grammar import expressions
 
 
 def expected_runs(expr: str, tz: str, before: float, after: float, n: int) -> list[list[str]]:
@@ -140,3 +144,24 @@ def test_preview_after_across_a_fall_back_runs_every_real_hour(client: TestClien
 def test_preview_refuses_an_after_that_is_no_instant_with_a_400(client: TestClient, after: Any) -> None:
     details = assert_error(client.post("/api/cron/preview", json={"cron": "0 0 1 1 *", "after": after}), 400)["details"]
     assert [d["path"] for d in details] == ["after"]
+
+
+@hyp_settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(expr=expressions(), tz=st.sampled_from(["UTC", "America/New_York", "Europe/Berlin"]))
+def test_no_expression_gets_a_500_from_the_preview_or_the_one_trigger_view(
+    client: TestClient, expr: str, tz: str
+) -> None:
+    """Whatever the validator lets through is previewed, stored and viewed; the rest is a 400."""
+    r = client.post("/api/cron/preview", json={"cron": expr, "timezone": tz})
+    assert r.status_code in (200, 400), (expr, r.text)
+    if r.status_code == 400:
+        assert_error(r, 400)
+        return
+    assert r.json()["description"] and len(r.json()["next_runs"]) == 5
+    trigger = {"cron": expr, "timezone": tz, "url": "https://api.example.com/x", "method": "GET"}
+    assert client.put("/api/workspaces/grammar/triggers/t", json=trigger).status_code in (200, 201)
+    one = client.get("/api/workspaces/grammar/triggers/t")
+    assert one.status_code == 200, (expr, one.text)
+    assert one.json()["job"]["description"] == r.json()["description"]
