@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from typing import Any, cast
 
 import redis
 from redis import Redis
@@ -83,7 +84,8 @@ class ChangeWatch:
         while not self._stop.is_set():
             try:
                 if pubsub is None:
-                    pubsub = self.conn.pubsub()  # type: ignore[no-untyped-call]
+                    # Through Any: redis-py types pubsub() in some releases and not in others.
+                    pubsub = cast(Any, self.conn).pubsub()
                     pubsub.subscribe(keys.CHANGED)  # its confirmation reads as "anything changed"
                 message = pubsub.get_message(timeout=POLL_SECONDS)
                 if message is not None:

@@ -164,7 +164,8 @@ def connect(url: str, *, timeout: float | None = None) -> Redis:
     # The sentinels are always asked with a time limit, even by a caller that waits on the primary
     # without one (the worker): a sentinel that hangs must not hang the process.
     ask = timeout if timeout is not None else SENTINEL_TIMEOUT_SECONDS
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    # Called through Any: redis-py types Sentinel's methods in some releases and not in others.
+    sentinel: Any = cast(Any, Sentinel)(
         list(target.sentinels),
         sentinel_kwargs={"socket_timeout": ask, "socket_connect_timeout": ask, "retry": _retry()}
         | target.sentinel_kwargs,
@@ -172,5 +173,5 @@ def connect(url: str, *, timeout: float | None = None) -> Redis:
     # The URL's own options win over ours, as with Redis.from_url.
     retry = _retry(through_a_failover=timeout is None)
     primary = {**common, "health_check_interval": 30, "retry": retry} | target.primary_kwargs
-    client = sentinel.master_for(target.service_name, redis_class=Redis, **primary)  # type: ignore[no-untyped-call]
+    client = sentinel.master_for(target.service_name, redis_class=Redis, **primary)
     return cast(Redis, client)
