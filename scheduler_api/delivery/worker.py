@@ -59,6 +59,24 @@ class DeliveryWorker(SimpleWorker):
             self.runtime.stopping = True
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
 
+    def unsubscribe(self) -> None:
+        """Leave rq's command channel without waiting for its listener thread.
+
+        rq stops that thread with `PubSubWorkerThread.stop()`, which since redis-py 8.2 waits for
+        the thread to end, and the thread sleeps up to 60 s in its poll once the channel is left:
+        every shutdown would take up to a minute. The thread is a daemon that only listens for rq's
+        commands, so it is told to stop and ends on its own (or with the process)."""
+        thread: Any = getattr(self, "pubsub_thread", None)
+        pubsub: Any = getattr(self, "pubsub", None)
+        if thread is None or pubsub is None:
+            return
+        log.info("worker %s: unsubscribing from channel %s", self.name, self.pubsub_channel_name)
+        pubsub.unsubscribe()
+        try:
+            thread.stop(timeout=0)  # redis-py >= 8.2: returns at once
+        except TypeError:
+            thread.stop()  # earlier releases never wait
+
 
 def run_worker(
     settings: Settings, conn: Redis, *, burst: bool = False, resolver: Any = None, **work_kwargs: Any
