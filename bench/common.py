@@ -142,7 +142,8 @@ def loopback_allowlist(current: str | None) -> str:
 
 def service_env(redis_url: str, **values: str) -> dict[str, str]:
     """The caller's environment plus the benchmark's settings: its Redis, 127.0.0.1, LOG_LEVEL=WARNING,
-    an API key of its own (`API_KEY`) and the receiver allowed as a delivery target."""
+    an API key of its own (`API_KEY`), the receiver allowed as a delivery target, and the per-tenant
+    quotas lifted (a benchmark is one tenant writing far faster than any real one)."""
     env = dict(os.environ)
     env.update(
         {
@@ -151,6 +152,10 @@ def service_env(redis_url: str, **values: str) -> dict[str, str]:
             "LOG_LEVEL": "WARNING",
             "API_KEYS": API_KEY,
             "TARGET_ALLOWLIST": loopback_allowlist(os.environ.get("TARGET_ALLOWLIST")),
+            "WRITES_PER_MINUTE": "100000000",
+            "RUN_NOW_PER_MINUTE": "100000000",
+            "MAX_WORKSPACES_PER_SCOPE": "100000000",
+            "MAX_TRIGGERS_PER_SCOPE": "1000000000",
         }
     )
     env.update(values)

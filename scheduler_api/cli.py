@@ -45,6 +45,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from scheduler_api.api import create_app
+    from scheduler_api.api.server import EdgeLimits, protocol_for
     from scheduler_api.logs import setup_logging
 
     setup_logging(settings)
@@ -64,6 +65,8 @@ def serve(settings: Settings) -> None:
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=int(settings.delivery_timeout_seconds),
+        # Header and body limits, timeouts and MAX_CONNECTIONS, every refusal in JSON.
+        http=protocol_for(EdgeLimits.from_settings(settings)),
     )
 
 

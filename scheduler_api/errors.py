@@ -15,7 +15,9 @@
           ├── Forbidden            a key used outside its workspaces
           ├── NotFound             no such trigger (or record)
           ├── PreconditionFailed   a stale If-Match
-          └── PayloadTooLarge      a body over MAX_BODY_BYTES
+          ├── PayloadTooLarge      a body over MAX_BODY_BYTES
+          ├── QuotaExceeded        a key scope's workspaces or triggers quota is full (403)
+          └── RateLimited          too many calls on a workspace this minute (429, `retry_after`)
 
 Every `RequestError` carries `details`: ``[{"path": "triggers[1].cron", "message": "..."}]``. The API
 maps each class to its status code in one table (`scheduler_api.api.errors.STATUS`) and answers
@@ -93,3 +95,16 @@ class PreconditionFailed(RequestError):
 
 class PayloadTooLarge(RequestError):
     """The request body is over MAX_BODY_BYTES."""
+
+
+class QuotaExceeded(RequestError):
+    """A write would take the key's scope over MAX_WORKSPACES_PER_SCOPE or MAX_TRIGGERS_PER_SCOPE."""
+
+
+class RateLimited(RequestError):
+    """Too many calls of one kind on a workspace in the current minute; `retry_after` seconds until
+    the next window (sent as ``Retry-After``)."""
+
+    def __init__(self, message: str, details: Details | None = None, *, retry_after: int) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after

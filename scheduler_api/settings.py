@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     # Base of the exponential backoff: retry n waits about base * 2**(n-1) seconds, jittered.
     delivery_backoff_seconds: float = Field(1.0, ge=0)
     worker_concurrency: int = Field(10, ge=1, le=10_000)
+    # Requests one workspace may have in flight in one worker process (of its WORKER_CONCURRENCY
+    # lanes): a tenant with slow targets cannot hold every lane (scheduler_api.delivery.lanes).
     # A worker that stops renewing its lease for this long is presumed dead; its unfinished
     # firings are handed to another worker.
     worker_lease_seconds: float = Field(30.0, gt=0)
@@ -77,9 +79,26 @@ class Settings(BaseSettings):
     max_headers: int = Field(32, ge=0, description="Most headers one trigger may set.")
     max_header_bytes: int = Field(8192, ge=1, description="Longest name + value of one header.")
     max_url_length: int = Field(2048, ge=16, le=2048, description="Can only lower the 2048 ceiling.")
+    # The HTTP edge of `serve` (scheduler_api.api.server): request line + headers, one header,
+    # seconds to receive the head (from the connection or a keep-alive request's first byte) and
+    # the body (from the end of the head), connections one process serves at once.
+    max_request_head_bytes: int = Field(65_536, ge=1024, le=1_048_576)
+    max_request_header_bytes: int = Field(8192, ge=256, le=1_048_576)
+    request_header_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    request_body_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    max_connections: int = Field(1000, ge=1, le=100_000)
+    # Bearer token of GET /metrics; unset: /metrics is open in development, off (403) in production.
+    metrics_key: str | None = Field(None, repr=False)
 
-    # Comma-separated `key` or `key:workspace-prefix` entries; see scheduler_api.auth.
+    # Comma-separated `key`, `key:workspace` or `key:prefix-*` entries; see scheduler_api.auth.
     api_keys: str = Field("", repr=False)
+    # Quotas (scheduler_api.api.quotas), counted in Redis so they hold across API replicas. Per key
+    # scope ("*" for a key of every workspace, and for the open API without keys): workspaces with
+    # triggers, and triggers in all. Per workspace: run-now calls and write calls per minute.
+    max_workspaces_per_scope: int = Field(1000, ge=1)
+    max_triggers_per_scope: int = Field(100_000, ge=1)
+    run_now_per_minute: int = Field(60, ge=1)
+    writes_per_minute: int = Field(600, ge=1)
     # The SSRF guard (scheduler_api.ssrf): private, loopback, link-local... targets are refused
     # unless this is true or they match TARGET_ALLOWLIST (host names or CIDRs, comma-separated).
     allow_private_targets: bool = False
@@ -150,7 +169,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 def _shown(name: str, value: Any) -> str:
     """How an invalid value appears in the error: secrets hidden, a Redis URL's password too."""
-    if name in ("API_KEYS", "SECRETS_KEY", "SIGNING_SECRETS"):
+    if name in ("API_KEYS", "SECRETS_KEY", "SIGNING_SECRETS", "METRICS_KEY"):
         return "<hidden>"
     if name == "REDIS_URL" and isinstance(value, str):
         from scheduler_api.storage.connection import redacted

@@ -4,7 +4,14 @@ By default a delivery never connects to: loopback, "this network" (0.0.0.0/8, ::
 networks (RFC 1918), shared/CGNAT space (100.64.0.0/10), link-local (169.254.0.0/16, which holds
 cloud metadata at 169.254.169.254, and fe80::/10), IETF protocol assignments (192.0.0.0/24),
 benchmarking (198.18.0.0/15), multicast, reserved (240.0.0.0/4), broadcast, IPv6 unique-local
-(fc00::/7), NAT64 (64:ff9b::/96), and the IPv4-mapped / IPv4-compatible IPv6 forms of any of these.
+(fc00::/7) and site-local (fec0::/10: deprecated by RFC 3879, yet still routed inside some
+networks), NAT64 (64:ff9b::/96), and the IPv4-mapped / IPv4-compatible IPv6 forms of any of these.
+
+A host containing `%` is refused whatever the policy (ALLOW_PRIVATE_TARGETS included): a
+percent-encoded name (`%31%32%37.0.0.1`, `a%2eb.example`) is read differently by different
+parsers and resolvers, and an IPv6 zone id (`[fe80::1%25eth0]`) names a network interface of
+the worker's own machine, which no tenant has any business choosing (the link-local addresses
+that need one are blocked anyway).
 
 The check runs on the address actually connected to: `GuardedResolver` sits inside the HTTP
 client's connector and drops blocked addresses from every DNS answer, so a name that resolves
@@ -54,6 +61,7 @@ BLOCKED_NETWORKS: tuple[tuple[IPNetwork, str], ...] = tuple(
         ("64:ff9b:1::/48", "local-use NAT64"),
         ("fc00::/7", "unique local"),
         ("fe80::/10", "link-local"),
+        ("fec0::/10", "site-local"),
         ("ff00::/8", "multicast"),
     )
 )
@@ -154,6 +162,8 @@ class TargetPolicy:
         return self._check_host(host)
 
     def _check_host(self, host: str) -> str | None:
+        if "%" in host:  # checked before anything else: no policy lets these through (module docstring)
+            return "a host containing '%' (a percent-encoded name or an IPv6 zone id)"
         ip = literal_ip(host)
         if self.host_allowlisted(host):
             return None

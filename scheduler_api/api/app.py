@@ -47,6 +47,8 @@ def create_app(settings: Settings, *, redis_client: Redis | None = None) -> Fast
         version=__version__,
         description="Fires HTTP requests on cron schedules, per workspace.",
         lifespan=lifespan,
+        # A trailing slash is a 404: Starlette's redirect would send the client to its own Host header.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.api_keys = parse_api_keys(settings.api_keys)

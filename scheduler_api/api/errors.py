@@ -3,10 +3,11 @@
 Rules, for every endpoint:
 * a `RequestError` is answered with its class's status code (`STATUS`, the one table that maps
   the error tree of `scheduler_api.errors` to HTTP): invalid input 400, no or unknown key 401, a
-  key outside its workspaces 403, nothing there 404, a stale If-Match 412, a body too large 413;
-  nothing was changed;
+  key outside its workspaces or a full quota 403, nothing there 404, a stale If-Match 412, a body
+  too large 413, too many calls this minute 429 (with `Retry-After`); nothing was changed;
 * invalid input caught by FastAPI (path, query, JSON body, a trigger's fields) is a 400 with one
-  `details` entry per problem; malformed JSON too;
+  `details` entry per problem; malformed JSON too, and a body Python's JSON parser gives up on
+  (nested too deep, an integer over its digit limit, not UTF-8) says which;
 * Redis unreachable, refusing writes or too slow -> 503 with a message saying whether the change
   may have been made;
 * Starlette's own HTTP errors (404 unknown path, 405 with `Allow`) keep their status;
@@ -16,6 +17,7 @@ Rules, for every endpoint:
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import redis
@@ -32,6 +34,8 @@ from scheduler_api.errors import (
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
+    QuotaExceeded,
+    RateLimited,
     RequestError,
     StoreUnavailable,
     Unauthorized,
@@ -46,6 +50,8 @@ STATUS: dict[type[RequestError], int] = {
     NotFound: 404,
     PreconditionFailed: 412,
     PayloadTooLarge: 413,
+    QuotaExceeded: 403,
+    RateLimited: 429,
 }
 
 
@@ -62,9 +68,12 @@ def error_body(error: str, details: Details | None = None) -> dict[str, Any]:
 
 
 def error_response(error: RequestError) -> JSONResponse:
-    """The JSON answer to `error`; 401s also name the scheme the client must use."""
+    """The JSON answer to `error`; 401s also name the scheme the client must use, 429s say when to
+    retry (`Retry-After`, seconds)."""
     status = status_of(error)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(error, RateLimited):
+        headers = {"Retry-After": str(error.retry_after)}
     return JSONResponse(error_body(error.message, error.details), status_code=status, headers=headers)
 
 
@@ -129,8 +138,22 @@ def _allowed_methods(request: Request) -> str | None:
     return ", ".join(allowed) or None
 
 
+def _unparsable_body(cause: BaseException) -> str:
+    """What FastAPI's "There was an error parsing the body" was: json.loads's own exception."""
+    if isinstance(cause, RecursionError):
+        return "nested too deeply: JSON arrays and objects may nest fewer than 1000 levels"
+    if isinstance(cause, UnicodeDecodeError):
+        return f"not valid UTF-8 (byte {cause.object[cause.start]:#04x} at offset {cause.start})"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return f"a number is too long: integers may have at most {sys.get_int_max_str_digits()} digits"
+    return "could not be parsed as JSON"
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.__cause__ is not None and exc.detail == "There was an error parsing the body":
+        details = [{"path": "body", "message": _unparsable_body(exc.__cause__)}]
+        return JSONResponse(error_body("Malformed JSON body", details), status_code=400)
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         allowed = _allowed_methods(request)

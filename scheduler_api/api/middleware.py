@@ -98,6 +98,9 @@ class _BodyTooLarge(SchedulerApiError):
 
 
 _WORKSPACE_IN_PATH = re.compile(r"^/api/workspaces/([^/]+)")
+# The ASGI scope entry naming the scope of the caller's key ("*", a name or "prefix*"); absent
+# without API_KEYS, which counts as "*".
+KEY_SCOPE = "scheduler_api.key_scope"
 
 
 class ApiKeyCheck:
@@ -113,8 +116,9 @@ class ApiKeyCheck:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
             match = _WORKSPACE_IN_PATH.match(scope["path"])
             try:
-                authorize(self.keys, headers.get("authorization"), unquote(match.group(1)) if match else None)
+                key = authorize(self.keys, headers.get("authorization"), unquote(match.group(1)) if match else None)
             except RequestError as e:
                 await error_response(e)(scope, receive, send)
                 return
+            scope = {**scope, KEY_SCOPE: key.scope}  # the quotas count per scope (api.quotas)
         await self.app(scope, receive, send)

@@ -8,6 +8,7 @@ import time
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from scheduler_api.api import quotas
 from scheduler_api.api.deps import etags, quoted, redis_of, settings_of, target_policy_of
 from scheduler_api.api.views import listed_job
 from scheduler_api.errors import InvalidRequest
@@ -37,14 +38,16 @@ def warnings(request: Request, items: list[tuple[str, Trigger]]) -> list[dict[st
 
 
 def apply(request: Request, workspace_id: str, planner: edits.Planner, if_match: str | None, dry_run: bool) -> Plan:
-    return edits.apply(
-        redis_of(request),
-        workspace_id,
-        planner,
-        if_match=etags(if_match),
-        max_triggers=settings_of(request).max_triggers_per_workspace,
-        dry_run=dry_run,
-    )
+    quotas.count_write(request, workspace_id)  # 429 beyond WRITES_PER_MINUTE; `sized`: 403 over a scope quota
+    with quotas.sized(request, workspace_id, planner, dry_run=dry_run) as checked:
+        return edits.apply(
+            redis_of(request),
+            workspace_id,
+            checked,
+            if_match=etags(if_match),
+            max_triggers=settings_of(request).max_triggers_per_workspace,
+            dry_run=dry_run,
+        )
 
 
 def dry_run(request: Request, workspace_id: str, plan: Plan, warnings: list[dict[str, str]]) -> JSONResponse:

@@ -12,12 +12,20 @@ followed.
 ``blocked`` by the SSRF guard, the transport's error class...), and `Attempt.final` marks one that
 no retry can fix (a blocked target, an url or header that cannot be sent). Which attempts are
 retried, and when, is decided in `scheduler_api.delivery.retry`.
+
+What the tenant sees of an attempt (`Attempt.as_dict`, stored in its record) tells it nothing
+about the service's network: a blocked attempt's message is ``blocked by the SSRF guard (host
+<the host of its url>)``, never the addresses a name resolved to nor why they are blocked; those
+are in `Attempt.detail`, for the operator's log only. The response excerpt has the trigger's own
+header values replaced with ``[redacted]`` (`redact`), so a target that echoes its request does not
+put the tenant's secrets into Redis and the history in plain text.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -34,6 +42,12 @@ from scheduler_api.storage.triggers import StoredTrigger
 from scheduler_api.triggers import BODY_METHODS
 
 log = logging.getLogger("scheduler_api.delivery")
+
+REDACTED = "[redacted]"
+# Shorter header values are not redacted from excerpts: a 1-3 character value ("1", "yes", "no")
+# occurs by chance in almost any text, so redacting it would mangle the excerpt and hide nothing
+# (such a value is no secret: it can be guessed in a few thousand tries).
+MIN_REDACTED_LENGTH = 4
 
 USER_AGENT = f"scheduler-api/{__version__}".encode("ascii")
 
@@ -101,6 +115,30 @@ def refused_host(url: httpx.URL, policy: TargetPolicy) -> str | None:
     return policy.check_host(url.raw_host.decode("ascii"))
 
 
+def redact(text: str, values: Iterable[str]) -> str:
+    """`text` with every occurrence of each of `values` (those of `MIN_REDACTED_LENGTH` or more
+    characters; case-sensitive) replaced with ``[redacted]``, and so is the start of one cut off at
+    the end of `text` (an excerpt ends where the byte limit fell, maybe inside a value), when that
+    start is `MIN_REDACTED_LENGTH` characters or more. Plain `in`/`replace`, no regex: this runs on
+    every delivery of a trigger that has headers."""
+    for value in values:
+        n = len(value)
+        if n < MIN_REDACTED_LENGTH:
+            continue
+        if value in text:
+            text = text.replace(value, REDACTED)
+        # A cut-off start: a suffix of `text` of at least MIN_REDACTED_LENGTH characters that the
+        # value begins with (shorter than the value, or the replace above would have taken it).
+        start = max(len(text) - n + 1, 0)
+        head = value[:MIN_REDACTED_LENGTH]
+        while (i := text.find(head, start)) >= 0:
+            if value.startswith(text[i:]):
+                text = text[:i] + REDACTED
+                break
+            start = i + 1
+    return text
+
+
 def warm(trigger: StoredTrigger, options: SendOptions) -> None:
     """Parse ahead what a delivery of `trigger` parses (scheduler_api.storage.prefetch): its url for httpx,
     the SSRF check and aiohttp, and its payload; into the caches `send` reads."""
@@ -119,6 +157,7 @@ class Attempt:
     message: str | None = None
     body: str | None = None
     final: bool = False  # a failure that retrying cannot fix (blocked target, undecryptable header)
+    detail: str | None = None  # for the operator's log only, never stored: why a target was blocked
 
     @property
     def ok(self) -> bool:
@@ -145,7 +184,7 @@ async def send(client: DeliveryClient, trigger: StoredTrigger, firing: Firing, o
         url = parsed_url(trigger.url)
         refused = refused_host(url, options.policy)
         if refused:
-            return Attempt(started, 0.0, error="blocked", message=f"target refused: {refused}", final=True)
+            return blocked_attempt(started, 0.0, url, f"{url.host}: {refused}")
         request = build_request(trigger, firing, options)
         response = await client.deliver(request)  # the client's transport bounds the whole exchange
         try:
@@ -157,12 +196,14 @@ async def send(client: DeliveryClient, trigger: StoredTrigger, firing: Firing, o
         finally:
             await response.aclose()
         body = excerpt[: options.excerpt_bytes].decode("utf-8", "replace")
+        if body and trigger.headers:
+            body = redact(body, trigger.headers.values())
         return Attempt(started, time.perf_counter() - t0, status=response.status_code, body=body or None)
     except Exception as e:
         elapsed = time.perf_counter() - t0
-        blocked = blocked_in_chain(e)
-        if blocked is not None:
-            return Attempt(started, elapsed, error="blocked", message=f"target refused: {blocked}", final=True)
+        refusal = blocked_in_chain(e)
+        if refusal is not None:
+            return blocked_attempt(started, elapsed, parsed_url(trigger.url), str(refusal))
         cause = e.__cause__
         if isinstance(e, httpx.TimeoutException) and cause is not None and not isinstance(cause, TimeoutError):
             # httpx-aiohttp maps every aiohttp connection error (refused, DNS, reset) to ConnectTimeout:
@@ -173,3 +214,10 @@ async def send(client: DeliveryClient, trigger: StoredTrigger, firing: Firing, o
         if not isinstance(e, httpx.HTTPError):  # still a failed attempt, not a crash
             log.exception("unexpected error delivering %s", firing.id)
         return Attempt(started, elapsed, error=type(e).__name__, message=str(e)[:300])
+
+
+def blocked_attempt(started: float, elapsed: float, url: httpx.URL, detail: str) -> Attempt:
+    """A target the SSRF guard refused: the record names only the host the tenant wrote; what it
+    resolved to and why that is refused (`detail`) go to the operator's log (module docstring)."""
+    message = f"blocked by the SSRF guard (host {url.host})"
+    return Attempt(started, elapsed, error="blocked", message=message, final=True, detail=detail)

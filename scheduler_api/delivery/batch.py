@@ -172,11 +172,11 @@ class BatchRun:
         if firing.attempt == 1:
             self.lateness.append(max(attempt.started_at - firing.scheduled_at, 0.0))
         if attempt.error == "blocked":  # say why: the operator must see which address was refused
-            log.warning(
+            log.warning(  # the record says only "blocked by the SSRF guard": the addresses are here
                 "delivery blocked by the SSRF guard workspace=%s trigger=%s: %s",
                 trigger.workspace_id,
                 trigger.job_id,
-                attempt.message,
+                attempt.detail or attempt.message,
             )
         if log.isEnabledFor(logging.INFO):  # the arguments cost as much as a request's parsing
             fields = {

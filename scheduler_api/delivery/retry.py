@@ -3,7 +3,7 @@
 Rules:
 * a 2xx response is **delivered** - final;
 * a target the SSRF guard refuses (scheduler_api.ssrf) is **blocked** - final, never retried,
-  with the reason in the record and the log;
+  the record says "blocked by the SSRF guard", the operator log says which addresses and why;
 * an attempt that could not be made and never can (`Attempt.final`: a header value that cannot
   be decrypted or sent, an url that cannot be sent) is **failed** - final, never retried;
 * any other status (3xx and 4xx included: redirects are not followed), a timeout of the whole

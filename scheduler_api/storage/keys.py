@@ -31,6 +31,14 @@ Metrics (scheduler_api.metrics):
   ``sa:metrics``             hash of counters (names: scheduler_api.storage.counters);
                              ``sa:metrics:{histogram}`` hash of bucket counts
 
+Quotas (scheduler_api.storage.quotas; a scope is an API key's: ``*``, a name or ``prefix*``):
+  ``sa:quota:ws:{scope}``       hash: workspace id -> trigger count, the scope's workspaces
+                                that have triggers
+  ``sa:quota:triggers:{scope}`` the sum of those counts
+  ``sa:quota:built:{scope}``    present once the two above were built from the stored workspaces
+  ``sa:rate:{kind}:{ws}``       calls of one kind (``write``, ``run``) on a workspace in the
+                                current one-minute window; expires with the window
+
 Every key a Lua script (scheduler_api.storage.scripts) touches is built here and passed in its
 KEYS, with one exception: ``reap_leases.lua`` finds the ids of expired batches inside the script
 (in ``sa:leases``), so it cannot be given their keys; it gets `BATCH_PREFIX` in ARGV and builds
@@ -109,3 +117,16 @@ def metric_histogram(name: str) -> str:
 def workspace_of_firing(firing_id: str) -> str:
     """``ws:3@2026-...`` -> ``ws``."""
     return split_job_id(firing_id.partition("@")[0])[0]
+
+
+def quota_keys(scope: str) -> tuple[str, str]:
+    """The quota counts of a key scope: (workspace id -> trigger count hash, total triggers)."""
+    return f"{PREFIX}quota:ws:{scope}", f"{PREFIX}quota:triggers:{scope}"
+
+
+def quota_built(scope: str) -> str:
+    return f"{PREFIX}quota:built:{scope}"
+
+
+def rate(kind: str, workspace_id: str) -> str:
+    return f"{PREFIX}rate:{kind}:{workspace_id}"

@@ -23,7 +23,8 @@ from tests.support.redis_state import every_key, workspace_state
 
 ADMIN = "admin-key-0123456789_abc"  # every workspace
 TEAM = "team-key-0123456789-abcd"  # only workspaces whose id starts with "team-"
-API_KEYS = f"{ADMIN}, {TEAM}:team-"
+ACME = "acme-key-0123456789-abcd"  # exactly the workspace "acme"
+API_KEYS = f"{ADMIN}, {TEAM}:team-*, {ACME}:acme"
 
 
 TRIGGER = {"cron": "*/5 * * * *", "url": "https://example.com/hook", "method": "POST", "payload": {"a": 1}}
@@ -95,7 +96,7 @@ def test_every_api_operation_needs_a_key(app: FastAPI, c: TestClient, conn: Redi
 
 
 def test_the_right_key_is_let_through_everywhere(app: FastAPI, c: TestClient) -> None:
-    for key in (ADMIN, TEAM):
+    for key in (ADMIN, TEAM):  # (api_operations name workspace team-a, which ACME does not serve)
         for method, path in api_operations(app):
             r = c.request(method, path, json=request_body(path), headers=bearer(key))
             assert r.status_code not in (401, 403), (key, method, path, r.text)
@@ -140,6 +141,37 @@ def test_prefix_key_on_another_workspace_is_403(app: FastAPI, c: TestClient, con
     assert every_key(conn) == before
     # The unrestricted key still serves it.
     assert c.get(triggers_url("other"), headers=bearer(ADMIN)).json()["count"] == 1
+
+
+def test_an_exact_name_key_serves_that_workspace_only(c: TestClient, conn: Redis) -> None:
+    r = c.post(triggers_url("acme"), json={"triggers": [TRIGGER]}, headers=bearer(ACME))
+    assert r.status_code == 200 and r.json()["added"] == 1
+    assert c.get(triggers_url("acme"), headers=bearer(ACME)).json()["count"] == 1
+    c.post(triggers_url("acme2"), json={"triggers": [TRIGGER]}, headers=bearer(ADMIN))
+    before = every_key(conn)
+    for ws in ("acme2", "acme.x", "acmecorp-prod", "acme-", "Acme", "acm"):
+        for r in (
+            c.get(triggers_url(ws), headers=bearer(ACME)),
+            c.post(triggers_url(ws), json={"triggers": [TRIGGER]}, headers=bearer(ACME)),
+            c.delete(triggers_url(ws), headers=bearer(ACME)),
+        ):
+            body = assert_error(r, 403, "Forbidden")
+            assert body["details"] == [
+                {"path": "workspace_id", "message": "this key is restricted to workspaces named 'acme'"}
+            ]
+    assert every_key(conn) == before
+    assert c.get(triggers_url("acme2"), headers=bearer(ADMIN)).json()["count"] == 1
+
+
+def test_a_prefix_key_covers_its_separator_only(c: TestClient) -> None:
+    """`team-*` serves `team-x` and `team-` itself, never `teamcorp` nor `team`."""
+    for ws in ("team-x", "team-", "team-x.y"):
+        r = c.post(triggers_url(ws), json={"triggers": [TRIGGER]}, headers=bearer(TEAM))
+        assert r.status_code == 200, (ws, r.text)
+        assert c.get(triggers_url(ws), headers=bearer(TEAM)).json()["count"] == 1
+    for ws in ("teamcorp", "team", "team_x", "team.x"):
+        body = assert_error(c.get(triggers_url(ws), headers=bearer(TEAM)), 403, "Forbidden")
+        assert body["details"][0]["message"] == "this key is restricted to workspaces starting with 'team-'"
 
 
 @pytest.mark.parametrize(

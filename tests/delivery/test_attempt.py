@@ -11,17 +11,24 @@ import gzip
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue
 
 from scheduler_api import __version__
+from scheduler_api.api import create_app
+from scheduler_api.delivery.attempt import redact
 from scheduler_api.embedded_redis import free_port
 from scheduler_api.engine import tick as ticking
+from scheduler_api.header_crypto import HeaderCipher
 from scheduler_api.settings import Settings
 from scheduler_api.storage import edits, keys
 from scheduler_api.triggers import Trigger
@@ -245,3 +252,112 @@ def test_response_body_is_cut_to_the_excerpt_size(
     [rec] = deliveries(client)
     assert rec["outcome"] == "delivered"
     assert rec["attempts"][0]["body"] == body
+
+
+@contextmanager
+def echo_server() -> Iterator[str]:
+    """A target that answers every request with its request headers as a JSON object (as httpbin's
+    /headers does); yields its base url."""
+
+    class Echo(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = json.dumps({"headers": dict(self.headers.items())}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def every_value(conn: Redis) -> bytes:
+    """Every key and value Redis holds (of any type, RQ's included), read as they are, joined."""
+    parts: list[Any] = []
+    for key in conn.keys("*"):
+        kind = conn.type(key)
+        if kind == b"string":
+            value = conn.get(key)
+            parts.append(value or b"")
+        elif kind == b"hash":
+            parts += [b for kv in conn.hgetall(key).items() for b in kv]
+        elif kind == b"zset":
+            parts += conn.zrange(key, 0, -1)
+        elif kind == b"list":
+            parts += conn.lrange(key, 0, -1)
+        elif kind == b"set":
+            parts += list(conn.smembers(key))
+        parts.append(key)
+    return b"\n".join(p if isinstance(p, bytes) else str(p).encode() for p in parts)
+
+
+SECRET = "Bearer s3cr3t-t0ken-VALUE"
+API_KEY = "k3y-0123456789"
+
+
+def test_an_echoed_header_value_is_redacted_from_the_stored_excerpt(conn: Redis, redis_url: str) -> None:
+    """A target that echoes its request puts the trigger's header values in its answer: the record
+    shows `[redacted]` in their place, and (with SECRETS_KEY) the values are nowhere in Redis in plain
+    text. A value under 4 characters is left as it is (it is no secret)."""
+    key = Fernet.generate_key().decode()
+    settings = make_settings(redis_url, secrets_key=key, response_excerpt_bytes=4096)
+    headers = {"Authorization": SECRET, "X-Api-Key": API_KEY, "X-Flag": "yes"}
+    with echo_server() as url:
+        edits.replace(conn, WS, [make_trigger(url + "/echo", headers=headers)], now=lambda: T, cipher=HeaderCipher(key))
+        tick_and_deliver(conn, settings, T + 1.2)
+    with TestClient(create_app(settings)) as client:
+        [rec] = deliveries(client, WS)
+    assert rec["outcome"] == "delivered"
+    echoed = json.loads(rec["attempts"][0]["body"])["headers"]
+    assert echoed["Authorization"] == "[redacted]"
+    assert echoed["X-Api-Key"] == "[redacted]"
+    assert echoed["X-Flag"] == "yes"
+    assert echoed["X-Scheduler-Workspace"] == WS  # the rest of the echo is intact
+    stored = every_value(conn)
+    for secret in (SECRET, API_KEY, "s3cr3t"):
+        assert secret.encode() not in stored
+
+
+@pytest.mark.parametrize(("kept", "shown"), [(16, "[redacted]"), (12, "Bea")])
+def test_a_header_value_cut_off_by_the_excerpt_is_redacted_too(
+    client: TestClient, conn: Redis, redis_url: str, receiver: Receiver, kept: int, shown: str
+) -> None:
+    """The excerpt's byte limit can fall inside an echoed value: the part of it that was kept is
+    redacted when it is 4 characters or more (`Bearer` cut to `Bear`...), like a whole value."""
+    receiver.on("/cut", (200, 0, {}, b"token is " + SECRET.encode() + b" - end"))
+    settings = make_settings(redis_url, response_excerpt_bytes=kept)
+    edits.replace(conn, WS, [make_trigger(receiver.url + "/cut", headers={"Authorization": SECRET})], now=lambda: T)
+    tick_and_deliver(conn, settings, T + 1.2)
+    [rec] = deliveries(client, WS)
+    assert rec["attempts"][0]["body"] == "token is " + shown
+
+
+@pytest.mark.parametrize(
+    ("text", "values", "expected"),
+    [
+        ("no headers", [], "no headers"),
+        ("a=abcd b=abcd", ["abcd"], "a=[redacted] b=[redacted]"),
+        ("case ABCD", ["abcd"], "case ABCD"),  # case-sensitive: the value as sent
+        ("short abc", ["abc"], "short abc"),  # under 4 characters: not a secret, not redacted
+        ("tail: s3cr", ["s3cr3t"], "tail: [redacted]"),  # cut off by the excerpt's end
+        ("tail: s3c", ["s3cr3t"], "tail: s3c"),
+        ("s3cr3t and s3cr", ["s3cr3t"], "[redacted] and [redacted]"),
+        ("one two", ["one two", "two"], "[redacted]"),
+    ],
+)
+def test_redact(text: str, values: list[str], expected: str) -> None:
+    assert redact(text, values) == expected

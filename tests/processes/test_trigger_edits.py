@@ -87,3 +87,17 @@ def test_an_unchanged_trigger_neither_fires_twice_nor_skips_across_replaces(
     window = range(int(start) + 1, int(end))
     assert len(window) >= 2
     assert [s for s in window if seconds[s] != 1] == [], {s: seconds[s] for s in window}
+
+
+def test_concurrent_patches_of_one_trigger_merge_into_what_is_stored(api: httpx.Client) -> None:
+    """Each PATCH merges into the trigger as stored when its change is written: none is lost."""
+    assert api.post(LIST, json={"triggers": [_trigger(0)]}).status_code == 200
+
+    def patch(n: int) -> int:
+        return api.patch(f"{LIST}/t0", json={"headers": {f"X-Header-{n}": f"value-{n}"}}).status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(patch, range(10)))
+    assert statuses == [200] * 10
+    (job,) = api.get(LIST).json()["jobs"]
+    assert job["header_names"] == sorted(f"X-Header-{n}" for n in range(10))

@@ -20,8 +20,10 @@ def workspace_state(conn: Redis, ws: str) -> tuple[dict[bytes, bytes], list[tupl
 
 
 def every_key(conn: Redis) -> dict[bytes, Any]:
-    """Every key of the service with its DUMP: nothing may change on a refused request."""
-    return {k: conn.dump(k) for k in sorted(conn.keys(keys.PREFIX + "*"))}
+    """Every key of the service with its DUMP: nothing may change on a refused request. The
+    per-minute call counters (``sa:rate:*``) are left out: a refused or dry-run call is still a call."""
+    rates = keys.PREFIX.encode() + b"rate:"
+    return {k: conn.dump(k) for k in sorted(conn.keys(keys.PREFIX + "*")) if not k.startswith(rates)}
 
 
 def schedule_count(conn: Redis, ws: str) -> int:

@@ -10,6 +10,7 @@ changed). Writes go through scheduler_api.storage.edits, which keeps identity by
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Body, Request, Response
@@ -17,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from scheduler_api.api import writes
+from scheduler_api.api import quotas, writes
 from scheduler_api.api.deps import (
     DryRun,
     IfMatch,
@@ -168,19 +169,17 @@ def _write_one(
     request: Request,
     workspace_id: str,
     trigger_id: str,
-    trigger: Trigger,
+    build: Callable[[store.Snapshot], Trigger],
     *,
     if_match: str | None,
     create_only: bool,
     dry_run: bool,
     status_created: int,
 ) -> JSONResponse:
-    if trigger.id is not None and trigger.id != trigger_id:
-        raise InvalidRequest(
-            "Invalid request", [{"path": "id", "message": f"must be the path's id {trigger_id!r}, got {trigger.id!r}"}]
-        )
-    writes.check(request, [trigger], [""])
+    """Create or replace one trigger. `build` makes it from the snapshot the change is planned on,
+    so a PATCH merges into what is stored at that moment (a concurrent write is never lost)."""
     cipher = cipher_of(request)
+    built: list[Trigger] = []
 
     def planner(snapshot: store.Snapshot) -> Plan:
         exists = snapshot.find(trigger_id) is not None
@@ -194,10 +193,16 @@ def _write_one(
                 "Precondition failed",
                 [{"path": "headers.if-match", "message": f"no trigger {trigger_id!r} to match *"}],
             )
+        trigger = build(snapshot)
+        if trigger.id is not None and trigger.id != trigger_id:
+            why = f"must be the path's id {trigger_id!r}, got {trigger.id!r}"
+            raise InvalidRequest("Invalid request", [{"path": "id", "message": why}])
+        writes.check(request, [trigger], [""])
+        built[:] = [trigger]
         return edits.plan_put(snapshot, trigger_id, trigger, now=time.time(), cipher=cipher)
 
     plan = writes.apply(request, workspace_id, planner, if_match, dry_run)
-    warnings = writes.warnings(request, [("trigger", trigger)])
+    warnings = writes.warnings(request, [("trigger", built[0])])
     if dry_run:
         return writes.dry_run(request, workspace_id, plan, warnings)
     created = trigger_id in plan.diff.added
@@ -235,7 +240,7 @@ def put_trigger(
         request,
         workspace_id,
         trigger_id,
-        body,
+        lambda snapshot: body,
         if_match=if_match,
         create_only=create_only,
         dry_run=dry_run,
@@ -259,17 +264,22 @@ def patch_trigger(
 ) -> JSONResponse:
     if "id" in patch and patch["id"] != trigger_id:
         raise InvalidRequest("Invalid request", [{"path": "id", "message": "a trigger's id cannot be patched"}])
-    stored, _ = _find(request, workspace_id, trigger_id)
-    merged = merge_patch(trigger_as_input(stored, cipher_of(request)), patch)
-    try:
-        trigger = Trigger.model_validate(merged)
-    except ValidationError as e:
-        raise RequestValidationError(e.errors()) from None
+    cipher = cipher_of(request)
+
+    def merged(snapshot: store.Snapshot) -> Trigger:
+        stored = snapshot.find(trigger_id)
+        if stored is None:
+            raise _not_found(workspace_id, trigger_id)
+        try:
+            return Trigger.model_validate(merge_patch(trigger_as_input(stored, cipher), patch))
+        except ValidationError as e:
+            raise RequestValidationError(e.errors()) from None
+
     return _write_one(
         request,
         workspace_id,
         trigger_id,
-        trigger,
+        merged,
         if_match=if_match,
         create_only=False,
         dry_run=dry_run,
@@ -312,6 +322,7 @@ def delete_trigger(
 )
 def run_now(request: Request, workspace_id: str = WorkspaceId, trigger_id: str = TriggerId) -> Response:
     t, _ = _find(request, workspace_id, trigger_id)
+    quotas.count_run_now(request, workspace_id)  # 429 beyond RUN_NOW_PER_MINUTE (a 404 is not counted)
     firing_id = firings.enqueue_now(redis_of(request), t)
     return JSONResponse(
         {"success": True, "workspace_id": workspace_id, "jobId": t.job_id, "firing_id": firing_id}, status_code=202

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from scheduler_api.api import quotas
 from scheduler_api.api.deps import WorkspaceId, redis_of
 from scheduler_api.api.schemas import ERRORS, PauseResponse
 from scheduler_api.storage import triggers as store
@@ -14,6 +15,7 @@ router = APIRouter()
 
 
 def _pause(request: Request, workspace_id: str, paused: bool) -> dict[str, Any]:
+    quotas.count_write(request, workspace_id)  # a write call: 429 beyond WRITES_PER_MINUTE
     store.set_paused(redis_of(request), workspace_id, paused)
     return {"success": True, "workspace_id": workspace_id, "paused": paused}
 
