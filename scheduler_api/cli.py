@@ -97,8 +97,11 @@ def rotate_secrets(settings: Settings) -> int:
     if not settings.secrets_key:
         print("scheduler-api: SECRETS_KEY is not set: nothing to encrypt with", file=sys.stderr)
         return 2
-    count = rotate(connect(settings.redis_url, timeout=10), HeaderCipher(settings.secrets_key))
-    print(f"scheduler-api: re-encrypted the headers of {count} trigger(s) with the first SECRETS_KEY key")
+    done = rotate(connect(settings.redis_url, timeout=10), HeaderCipher(settings.secrets_key))
+    print(
+        f"scheduler-api: re-encrypted the headers of {done.rewritten} trigger(s) with the first SECRETS_KEY key,"
+        f" bound to their workspace and header name ({done.unbound} held unbound or plain values)"
+    )
     return 0
 
 

@@ -1,10 +1,12 @@
-"""`scheduler_api.header_crypto`: header values at rest. With SECRETS_KEY they are stored Fernet-encrypted,
-decrypted only by the worker that sends them, and never shown in responses or logs. SECRETS_KEY="new,old"
-rotates; a value no configured key opens fails its firing for good, sending nothing.
+"""`scheduler_api.header_crypto`: header values at rest. With SECRETS_KEY they are stored AES-GCM-encrypted,
+bound to their workspace and header name, decrypted only by the worker that sends them, and never shown in
+responses or logs. SECRETS_KEY="new,old" rotates; a value no configured key opens (or one moved to another
+workspace or header) fails its firing for good, sending nothing. First-version `enc:` Fernet values are read.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import zlib
@@ -20,8 +22,8 @@ from rq import Queue
 from scheduler_api.api import create_app
 from scheduler_api.delivery import worker
 from scheduler_api.engine import tick as ticking
-from scheduler_api.errors import SettingsError
-from scheduler_api.header_crypto import PREFIX, HeaderCipher
+from scheduler_api.errors import SecretsError, SettingsError
+from scheduler_api.header_crypto import FERNET_PREFIX, PREFIX, HeaderCipher
 from scheduler_api.settings import Settings, load_settings
 from scheduler_api.storage import edits, firings, keys
 from scheduler_api.triggers import Trigger
@@ -125,14 +127,15 @@ def test_values_are_encrypted_in_redis_sent_in_clear_and_never_shown(
             conn, WS, [Trigger.model_validate(dict(trigger, headers=HEADERS))], now=lambda: T, cipher=HeaderCipher(key)
         )
 
-        # At rest: every value is `enc:<Fernet token>` that opens to the plaintext with SECRETS_KEY.
+        # At rest: every value is `enc2:<key id>:<nonce + ciphertext>` that opens to the plaintext with
+        # SECRETS_KEY for this workspace and header name.
         raw = conn.hget(keys.workspace(WS), "0")
         assert raw is not None
         stored_headers = json.loads(raw)["headers"]
         assert set(stored_headers) == set(HEADERS)
         for name, value in stored_headers.items():
             assert value.startswith(PREFIX)
-            assert Fernet(key.encode()).decrypt(value[len(PREFIX) :].encode()).decode() == HEADERS[name]
+            assert HeaderCipher(key).open({name: value}, workspace_id=WS) == {name: HEADERS[name]}
 
         fire(conn, sealed_settings)
         (got,) = receiver.to("/hook")
@@ -203,7 +206,8 @@ def test_rotation_new_key_first_still_opens_old_values(conn: Redis, redis_url: s
     raw = conn.hget(keys.workspace(WS), "0")
     assert raw is not None
     value = json.loads(raw)["headers"]["Authorization"]
-    assert Fernet(new.encode()).decrypt(value[len(PREFIX) :].encode()).decode() == SECRET_1
+    assert value.startswith(PREFIX)
+    assert HeaderCipher(new).open({"Authorization": value}, workspace_id=WS) == {"Authorization": SECRET_1}
 
 
 @pytest.mark.parametrize("configured", ["other-key", None])
@@ -278,3 +282,106 @@ def test_valid_secrets_key_forms(monkeypatch: pytest.MonkeyPatch, tmp_path: Any)
     assert a not in repr(settings)
     monkeypatch.setenv("SECRETS_KEY", "")
     assert load_settings().secrets_key is None
+
+
+def stored_headers(conn: Redis, workspace_id: str, trigger_id: str = "0") -> dict[str, str]:
+    raw = conn.hget(keys.workspace(workspace_id), trigger_id)
+    assert raw is not None
+    headers: dict[str, str] = json.loads(raw)["headers"]
+    return headers
+
+
+def set_stored_headers(conn: Redis, workspace_id: str, headers: dict[str, str], trigger_id: str = "0") -> None:
+    """Overwrite the raw definition in Redis, as someone with write access to Redis could."""
+    raw = conn.hget(keys.workspace(workspace_id), trigger_id)
+    assert raw is not None
+    data = json.loads(raw)
+    data["headers"] = headers
+    conn.hset(keys.workspace(workspace_id), trigger_id, json.dumps(data))
+
+
+@pytest.mark.parametrize("moved_to", ["another workspace", "another header"])
+def test_a_value_moved_to_another_workspace_or_header_fails_without_sending(
+    conn: Redis, sealed_settings: Settings, key: str, receiver: Receiver, moved_to: str
+) -> None:
+    cipher = HeaderCipher(key)
+    url = receiver.url + "/moved"
+    # The victim's sealed values, written through storage in its own workspace.
+    victim = Trigger(cron="0 0 1 1 *", url=url, method="GET", headers=HEADERS)  # not due in this test
+    edits.replace(conn, "victim", [victim], now=lambda: T, cipher=cipher)
+    stolen = stored_headers(conn, "victim")
+    # The attacker's trigger in WS, then its stored values replaced by the copied ciphertexts.
+    plain = {"Authorization": "mine", "X-Api-Key": "mine"}
+    edits.replace(
+        conn, WS, [Trigger(cron="* * * * * *", url=url, method="GET", headers=plain)], now=lambda: T, cipher=cipher
+    )
+    if moved_to == "another workspace":
+        set_stored_headers(conn, WS, stolen)
+    else:  # same workspace, values swapped between header names
+        own = stored_headers(conn, WS)
+        set_stored_headers(conn, WS, {"Authorization": own["X-Api-Key"], "X-Api-Key": own["Authorization"]})
+
+    fire(conn, sealed_settings)
+    assert receiver.to("/moved") == []
+    rec = record(conn)
+    assert rec["outcome"] == "failed"
+    (attempt,) = rec["attempts"]
+    assert attempt["error"] == "secrets" and attempt["status"] is None
+    assert "cannot be decrypted with SECRETS_KEY for this workspace and header name" in attempt["message"]
+    assert conn.zcard(keys.RETRIES) == 0
+
+    # The API's PATCH says the stored values cannot be read (and shows none of them).
+    with TestClient(create_app(sealed_settings)) as c:
+        r = c.patch(
+            f"/api/workspaces/{WS}/triggers/0",
+            content=json.dumps({"method": "POST"}),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["success"] is False
+    assert body["details"][0]["path"] == "headers"
+    assert "the stored values cannot be read" in body["details"][0]["message"]
+    assert "s3cr3t" not in r.text and stolen["Authorization"] not in r.text
+
+
+def test_binding_is_to_the_lower_cased_name_and_tampering_fails(key: str) -> None:
+    cipher = HeaderCipher(key)
+    sealed = cipher.seal({"Authorization": SECRET_1}, workspace_id=WS)
+    value = sealed["Authorization"]
+    assert SECRET_1 not in value
+    assert cipher.open({"authorization": value}, workspace_id=WS) == {"authorization": SECRET_1}
+    assert cipher.open({"AUTHORIZATION": value}, workspace_id=WS) == {"AUTHORIZATION": SECRET_1}
+    assert sealed != cipher.seal({"Authorization": SECRET_1}, workspace_id=WS)  # fresh nonce per seal
+    for wrong_ws in (WS + "2", WS.upper(), ""):
+        with pytest.raises(SecretsError, match="for this workspace and header name"):
+            cipher.open({"Authorization": value}, workspace_id=wrong_ws)
+    with pytest.raises(SecretsError):
+        cipher.open({"X-Authorization": value}, workspace_id=WS)
+    head, _, body = value.rpartition(":")
+    data = bytearray(base64.urlsafe_b64decode(body))
+    data[-1] ^= 1  # one bit of the tag
+    flipped = f"{head}:{base64.urlsafe_b64encode(bytes(data)).decode()}"
+    for bad in (flipped, value[:20], PREFIX + "00000000:" + value.split(":", 2)[2]):
+        with pytest.raises(SecretsError, match="cannot be decrypted with SECRETS_KEY"):
+            cipher.open({"Authorization": bad}, workspace_id=WS)
+    # Another key with the same workspace and name does not open it; a cipher holding both keys does.
+    other = new_key()
+    with pytest.raises(SecretsError, match="key is not configured"):
+        HeaderCipher(other).open({"Authorization": value}, workspace_id=WS)
+    assert HeaderCipher(f"{other},{key}").open(sealed, workspace_id=WS) == {"Authorization": SECRET_1}
+
+
+def test_fernet_era_values_are_still_read_and_delivered(
+    conn: Redis, sealed_settings: Settings, key: str, receiver: Receiver
+) -> None:
+    url = receiver.url + "/legacy"
+    edits.replace(
+        conn, WS, [Trigger(cron="* * * * * *", url=url, method="GET", headers={"X-Api-Key": "x"})], now=lambda: T
+    )
+    token = Fernet(key.encode()).encrypt(SECRET_2.encode()).decode()
+    set_stored_headers(conn, WS, {"X-Api-Key": FERNET_PREFIX + token})
+    fire(conn, sealed_settings)
+    (got,) = receiver.to("/legacy")
+    assert lower(got.headers)["x-api-key"] == SECRET_2
+    assert record(conn)["outcome"] == "delivered"

@@ -47,7 +47,8 @@ def _merge_headers(stored: dict[str, str], patch: dict[str, Any]) -> dict[str, A
 def trigger_as_input(stored: StoredTrigger, cipher: HeaderCipher | None) -> dict[str, Any]:
     """The stored trigger as a client would send it (header values decrypted)."""
     try:
-        headers = cipher.open(stored.headers) if cipher is not None else dict(stored.headers)
+        ws = stored.workspace_id
+        headers = cipher.open(stored.headers, workspace_id=ws) if cipher is not None else dict(stored.headers)
     except SecretsError as e:
         raise InvalidRequest(
             "Invalid request",

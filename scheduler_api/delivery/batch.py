@@ -156,7 +156,7 @@ class BatchRun:
         """One attempt of `firing`, its outcome queued for the next flush, and its log line."""
         runtime = self.runtime
         try:
-            headers = open_headers(runtime.cipher, trigger.headers)
+            headers = open_headers(runtime.cipher, trigger.headers, workspace_id=trigger.workspace_id)
         except SecretsError as e:
             log.error("firing %s failed: %s", firing.id, e)
             failed = Attempt(time.time(), 0.0, error="secrets", message=str(e), final=True)

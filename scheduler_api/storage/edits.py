@@ -91,9 +91,13 @@ class Placer:
         if self.cipher is None:
             return stored.headers
         try:
-            return self.cipher.open(stored.headers)
+            return self.cipher.open(stored.headers, workspace_id=stored.workspace_id)
         except SecretsError:
             return None
+
+    def sealed(self, headers: dict[str, str]) -> dict[str, str]:
+        """The values as stored: sealed for this workspace and each header name, or kept."""
+        return self.cipher.seal(headers, workspace_id=self.snapshot.workspace_id) if self.cipher else headers
 
     def place(self, trigger_id: str, t: Trigger, position: int) -> tuple[StoredTrigger, bool, list[str]]:
         """(The stored trigger, whether its schedule entry is written, the fields that changed)."""
@@ -112,7 +116,7 @@ class Placer:
                 url=t.url,
                 method=t.method,
                 payload=t.payload,
-                headers=self.cipher.seal(new_headers) if self.cipher else new_headers,
+                headers=self.sealed(new_headers),
                 next_run_at=self.next_run(t.cron, tz),
                 timezone=tz,
                 enabled=t.enabled,
@@ -124,7 +128,7 @@ class Placer:
         fields = [name for name in COMPARED if had[name] != wanted[name]]
         old_plain = self.plain_headers(prev)
         # Values are sealed afresh with the current key whenever the trigger is written.
-        headers = self.cipher.seal(new_headers) if self.cipher else new_headers
+        headers = self.sealed(new_headers)
         for name in sorted(set(new_headers) | set(prev.headers)):
             if old_plain is None or old_plain.get(name) != new_headers.get(name):
                 fields.append(f"headers.{name}")

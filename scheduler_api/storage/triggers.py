@@ -32,11 +32,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis import Redis
 
 from scheduler_api import cron as cronlib
+from scheduler_api.header_crypto import PREFIX as BOUND_PREFIX
 from scheduler_api.header_crypto import HeaderCipher
 from scheduler_api.storage import keys, scripts
 from scheduler_api.storage.redis_util import compact_json, redis_errors
@@ -279,20 +280,31 @@ def paused_among(conn: Redis, workspace_ids: Sequence[str]) -> set[str]:
     return {ws for ws, flag in zip(workspace_ids, flags, strict=True) if flag}
 
 
-def rotate_secrets(conn: Redis, cipher: HeaderCipher) -> int:
-    """Re-encrypt every stored header value with the first SECRETS_KEY key; return triggers rewritten.
+class Rotation(NamedTuple):
+    rewritten: int  # triggers whose header values were re-encrypted
+    unbound: int  # of those, triggers that held first-version `enc:` (Fernet, unbound) or plain values
+
+
+def rotate_secrets(conn: Redis, cipher: HeaderCipher) -> Rotation:
+    """Re-encrypt every stored header value with the first SECRETS_KEY key, bound to its workspace
+    and header name (first-version Fernet values and plain ones included).
 
     Each definition is swapped only if it is still the one read (a concurrent replace wins), and its
     version is kept, so firings already scheduled are not dropped.
     """
-    rewritten = 0
+    rewritten = unbound = 0
     with redis_errors():
         for key in conn.scan_iter(match=keys.WORKSPACE_PREFIX + "*", count=500):
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            workspace_id = name[len(keys.WORKSPACE_PREFIX) :]
             for field, raw in conn.hgetall(key).items():
                 data = json.loads(raw)
                 if not data.get("headers"):
                     continue
-                data["headers"] = cipher.rotate(data["headers"])
+                old = not all(v.startswith(BOUND_PREFIX) for v in data["headers"].values())
+                data["headers"] = cipher.rotate(data["headers"], workspace_id=workspace_id)
                 new = compact_json(data)
-                rewritten += int(scripts.run(conn, "swap", [key], [field, raw, new]))
-    return rewritten
+                swapped = int(scripts.run(conn, "swap", [key], [field, raw, new]))
+                rewritten += swapped
+                unbound += swapped if old else 0
+    return Rotation(rewritten, unbound)
