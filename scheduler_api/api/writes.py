@@ -63,5 +63,6 @@ def dry_run(request: Request, workspace_id: str, plan: Plan, warnings: list[dict
     return JSONResponse(body, headers={"ETag": quoted(plan.snapshot.etag)})
 
 
-def etag_header(request: Request, workspace_id: str) -> dict[str, str]:
-    return {"ETag": quoted(store.read(redis_of(request), workspace_id).etag)}
+def etag_header(plan: Plan) -> dict[str, str]:
+    """The ETag of the workspace as the write left it (no second read)."""
+    return {"ETag": quoted(plan.etag)}

@@ -34,7 +34,7 @@ from redis import Redis
 from scheduler_api import cron as cronlib
 from scheduler_api.errors import InvalidRequest, PreconditionFailed, SecretsError, StoreUnavailable
 from scheduler_api.header_crypto import HeaderCipher
-from scheduler_api.storage.triggers import Snapshot, StoredTrigger, Write, WriteStatus, read, write
+from scheduler_api.storage.triggers import EMPTY_ETAG, Snapshot, StoredTrigger, Write, WriteStatus, read, write
 from scheduler_api.triggers import Trigger
 
 MAX_ATTEMPTS = 50  # planning rounds against concurrent writes before giving up (503)
@@ -64,6 +64,7 @@ class Plan:
     triggers: list[StoredTrigger]
     diff: Diff
     before: int = 0  # triggers the workspace had when the change was written
+    etag: str = ""  # the workspace's ETag after the change (the snapshot's when nothing was written)
 
 
 Planner = Callable[[Snapshot], Plan]
@@ -233,12 +234,14 @@ def apply(
         if dry_run or plan.change.empty:
             if not etag_matches(snapshot.etag, if_match):
                 raise _stale(snapshot.etag)
-            return dataclasses.replace(plan, before=len(snapshot.triggers))
+            return dataclasses.replace(plan, before=len(snapshot.triggers), etag=snapshot.etag)
+        new_etag = secrets.token_hex(8)
         status, count = write(
-            conn, workspace_id, plan.change, new_etag=secrets.token_hex(8), if_match=if_match, max_triggers=max_triggers
+            conn, workspace_id, plan.change, new_etag=new_etag, if_match=if_match, max_triggers=max_triggers
         )
         if status is WriteStatus.APPLIED:
-            return dataclasses.replace(plan, before=count)
+            # write.lua drops the ETag of a workspace left without triggers.
+            return dataclasses.replace(plan, before=count, etag=new_etag if plan.triggers else EMPTY_ETAG)
         if status is WriteStatus.PRECONDITION_FAILED:
             raise _stale(read(conn, workspace_id).etag)
         if status is WriteStatus.TOO_MANY:

@@ -97,7 +97,7 @@ def replace_triggers(
         answer["warnings"] = warnings
     # A response, not a dict: FastAPI would validate it again against ReplaceResponse (which still
     # documents it), a cost the size of the list.
-    return JSONResponse(answer, headers=writes.etag_header(request, workspace_id))
+    return JSONResponse(answer, headers=writes.etag_header(plan))
 
 
 @router.get(LIST, response_model=ListResponse, responses=ERRORS, summary="List the triggers of a workspace")
@@ -126,7 +126,7 @@ def delete_triggers(
         return writes.dry_run(request, workspace_id, plan, [])
     return JSONResponse(
         {"success": True, "workspace_id": workspace_id, "removed": plan.before},
-        headers={"ETag": quoted(store.EMPTY_ETAG)},
+        headers=writes.etag_header(plan),
     )
 
 
@@ -216,7 +216,7 @@ def _write_one(
     if warnings:
         answer["warnings"] = warnings
     status = status_created if created else 200
-    return JSONResponse(answer, status_code=status, headers=writes.etag_header(request, workspace_id))
+    return JSONResponse(answer, status_code=status, headers=writes.etag_header(plan))
 
 
 @router.put(
@@ -308,9 +308,7 @@ def delete_trigger(
     plan = writes.apply(request, workspace_id, planner, if_match, dry_run)
     if dry_run:
         return writes.dry_run(request, workspace_id, plan, [])
-    return JSONResponse(
-        {"success": True, "workspace_id": workspace_id, "removed": 1}, headers=writes.etag_header(request, workspace_id)
-    )
+    return JSONResponse({"success": True, "workspace_id": workspace_id, "removed": 1}, headers=writes.etag_header(plan))
 
 
 @router.post(
