@@ -19,7 +19,7 @@ import pytest
 from croniter import croniter
 
 from scheduler_api import cron
-from tests.support.clock import T
+from tests.support.clock import T, parse
 
 
 def ts(*args: int) -> float:
@@ -261,10 +261,6 @@ BERLIN = "Europe/Berlin"
 TROLL = "Antarctica/Troll"
 
 
-def z(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
-
-
 def hm(*times: str, day: str) -> list[str]:
     return [f"{day}T{t}Z" if len(t) == 8 else f"{day}T{t}:00Z" for t in times]
 
@@ -321,10 +317,10 @@ CASES = [
 @pytest.mark.parametrize(("expr", "tz", "start", "expected"), CASES)
 def test_runs_across_the_2026_transitions(expr: str, tz: str, start: str, expected: list[str]) -> None:
     parsed = cron.validate(expr, tz)
-    runs = parsed.next_runs(z(start), len(expected))
+    runs = parsed.next_runs(parse(start), len(expected))
     assert [cron.iso(t) for t in runs] == expected
     # last_at_or_before agrees: each run is its own latest run, and a second before it is the previous.
-    for before, run in zip([z(start), *runs], runs, strict=False):
+    for before, run in zip([parse(start), *runs], runs, strict=False):
         assert parsed.last_at_or_before(run) == run
         assert parsed.last_at_or_before(run - 1) <= max(before, run - 1)
         assert parsed.next_after(parsed.last_at_or_before(run - 1)) == run
@@ -348,7 +344,7 @@ def test_last_at_or_before_is_consistent_with_next_after(expr: str, tz: str, sta
     next_after(last_at_or_before(t)), and the runs found by stepping next_after are exactly the
     distinct values of last_at_or_before."""
     parsed = cron.parse(expr, tz)
-    t0 = z(start)
+    t0 = parse(start)
     stepped = set()
     t = parsed.last_at_or_before(t0)
     while t <= t0 + 4 * 3600:
@@ -443,7 +439,7 @@ def test_croniter_alone_fires_the_repeated_time_twice_ours_once() -> None:
 )
 def test_next_runs_follow_the_dst_policy(expr: str, tz: str, start: str, expected: list[str]) -> None:
     parsed = cron.parse(expr, tz)
-    runs = parsed.next_runs(z(start), len(expected))
+    runs = parsed.next_runs(parse(start), len(expected))
     assert isos(runs) == expected
     assert len(set(runs)) == len(runs)  # never the same instant twice
     # next_after is strictly after: starting from a run time gives the following one.
@@ -454,7 +450,7 @@ def test_next_runs_follow_the_dst_policy(expr: str, tz: str, start: str, expecte
 
 def test_utc_is_the_default_and_named_utc_is_the_same() -> None:
     assert cron.parse("30 1 * * *").tz == "UTC"
-    start = z("2026-11-01T00:00:00Z")
+    start = parse("2026-11-01T00:00:00Z")
     assert cron.parse("30 1 * * *").next_runs(start, 3) == cron.parse("30 1 * * *", "UTC").next_runs(start, 3)
     assert isos(cron.parse("30 1 * * *").next_runs(start, 2)) == ["2026-11-01T01:30:00Z", "2026-11-02T01:30:00Z"]
 
@@ -498,10 +494,10 @@ def test_unknown_time_zone_is_rejected(bad: str) -> None:
 )
 def test_last_at_or_before_across_transitions(expr: str, tz: str, at: str, expected: str) -> None:
     parsed = cron.parse(expr, tz)
-    last = parsed.last_at_or_before(z(at))
+    last = parsed.last_at_or_before(parse(at))
     assert cron.iso(last) == expected
     # Consistent with next_after: the latest run time at or before `at` is followed by one after it.
-    assert parsed.next_after(last) > z(at)
+    assert parsed.next_after(last) > parse(at)
 
 
 def test_last_at_or_before_agrees_with_next_after_every_minute_of_both_nights() -> None:
@@ -517,7 +513,7 @@ def test_last_at_or_before_agrees_with_next_after_every_minute_of_both_nights() 
     ]
     for expr, tz, start in cases:
         parsed = cron.parse(expr, tz)
-        t0 = z(start)
+        t0 = parse(start)
         for minute in range(0, 4 * 60):
             t = t0 + minute * 60 + 17
             last = parsed.last_at_or_before(t)

@@ -8,7 +8,6 @@ Transitions the cases meet:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 
 import pytest
 
@@ -16,18 +15,14 @@ from scheduler_api import cron
 from scheduler_api.schedule_warnings import MAX_RUNS, DeliveryPolicy, schedule_warnings
 from scheduler_api.settings import Settings
 from scheduler_api.triggers import Trigger
+from tests.support.clock import parse
 
 NY = "America/New_York"
 DEFAULT = DeliveryPolicy(timeout_seconds=30, max_retries=3, backoff_seconds=1)  # the settings' defaults
 
 
-def z(text: str) -> float:
-    """Unix seconds of an ISO time with its offset: z("2026-06-01T00:00:00+00:00")."""
-    return datetime.fromisoformat(text).timestamp()
-
-
-JUNE_2026 = z("2026-06-01T00:00:00+00:00")
-JUNE_2027 = z("2027-06-01T00:00:00+00:00")
+JUNE_2026 = parse("2026-06-01T00:00:00+00:00")
+JUNE_2027 = parse("2027-06-01T00:00:00+00:00")
 
 
 def trigger(
@@ -62,7 +57,7 @@ def lookups(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def test_a_time_in_the_spring_forward_gap() -> None:
-    assert warn("30 2 * * *", NY, now=z("2026-12-04T00:00:00+00:00"), path="triggers[2]") == [
+    assert warn("30 2 * * *", NY, now=parse("2026-12-04T00:00:00+00:00"), path="triggers[2]") == [
         {
             "path": "triggers[2]",
             "code": "dst_skipped",
@@ -73,7 +68,7 @@ def test_a_time_in_the_spring_forward_gap() -> None:
 
 
 def test_several_times_in_the_gap_fire_together() -> None:
-    [warning] = warn("*/15 2 * * *", NY, now=z("2026-12-04T00:00:00+00:00"))
+    [warning] = warn("*/15 2 * * *", NY, now=parse("2026-12-04T00:00:00+00:00"))
     assert warning["message"] == (
         "on 2027-03-14 in America/New_York, clocks jump forward 1 h, from 02:00 to 03:00: its times from 02:00 "
         "until 03:00 do not exist that day, so they fire once, together, at 2027-03-14T07:00:00Z (03:00 EDT), "
@@ -83,7 +78,7 @@ def test_several_times_in_the_gap_fire_together() -> None:
 
 def test_a_run_at_the_time_right_after_the_gap_is_its_own() -> None:
     # 03:00 EDT is the instant gap times move to, but 03:00 is this cron's own time: nothing is skipped.
-    assert warn("0 3 * * *", NY, now=z("2026-12-04T00:00:00+00:00")) == []
+    assert warn("0 3 * * *", NY, now=parse("2026-12-04T00:00:00+00:00")) == []
 
 
 # --- dst_repeated --------------------------------------------------------------------------------
@@ -246,7 +241,7 @@ def test_no_run_in_the_next_366_days(expr: str) -> None:
 @pytest.mark.parametrize("tz", [None, NY, "Europe/Berlin"])
 def test_a_plain_daily_schedule_gets_none(tz: str | None) -> None:
     assert warn("0 9 * * *", tz) == []
-    assert warn("0 9 * * *", tz, now=z("2027-01-15T12:34:56.5+00:00")) == []
+    assert warn("0 9 * * *", tz, now=parse("2027-01-15T12:34:56.5+00:00")) == []
 
 
 def test_a_disabled_trigger_is_warned_too() -> None:

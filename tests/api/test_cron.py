@@ -12,36 +12,10 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from redis import Redis
 
-from scheduler_api import cron
+from tests.support.api import expected_runs, post_triggers
 from tests.support.assertions import assert_error
 from tests.support.cron_grammar import expressions
-
-
-def expected_runs(expr: str, tz: str, before: float, after: float, n: int) -> list[list[str]]:
-    """The run lists the API may answer, computed at any instant it could have used."""
-    parsed = cron.parse(expr, tz)
-    return [[cron.iso(x) for x in parsed.next_runs(t, n)] for t in (before, after)]
-
-
-def post(client: TestClient, ws: str, triggers: list[dict[str, Any]]) -> Any:
-    return client.post(f"/api/workspaces/{ws}/triggers", json={"triggers": triggers})
-
-
-SECRET = "Bearer sk-Very-Secret-Header-Value"
-
-
-TRIGGERS: list[dict[str, Any]] = [
-    {
-        "cron": "30 1 * * *",
-        "url": "https://example.com/ny",
-        "method": "POST",
-        "timezone": "America/New_York",
-        "payload": {"a": 1},
-        "headers": {"Authorization": SECRET, "X-Trace": "also-secret"},
-    },
-    {"cron": "*/10 * * * * *", "url": "https://example.com/off", "method": "GET", "enabled": False},
-    {"cron": "0 9 * * 1-5", "url": "https://example.com/utc", "method": "GET"},
-]
+from tests.support.factories import TRIGGERS
 
 
 @pytest.mark.parametrize(
@@ -76,7 +50,7 @@ def test_preview_answers_runs_and_description_without_storing(
 
 def test_preview_agrees_with_a_stored_trigger(client: TestClient) -> None:
     spec = TRIGGERS[0]
-    assert post(client, "ws", [spec]).status_code == 200
+    assert post_triggers(client, "ws", [spec]).status_code == 200
     for _ in range(3):  # the two calls may straddle a run time only rarely; retry then
         one = client.get("/api/workspaces/ws/triggers/0").json()["job"]
         preview = client.post("/api/cron/preview", json={"cron": spec["cron"], "timezone": spec["timezone"]}).json()

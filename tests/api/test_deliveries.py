@@ -11,8 +11,6 @@ the local receiver.
 from __future__ import annotations
 
 import time
-from datetime import datetime
-from typing import Any
 
 from fastapi.testclient import TestClient
 from redis import Redis
@@ -25,25 +23,11 @@ from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
 from scheduler_api.storage import edits, keys
 from scheduler_api.triggers import Trigger
-from tests.support.clock import T
+from tests.support.api import deliveries
+from tests.support.clock import T, parse
 from tests.support.engine import tick_and_deliver
 from tests.support.factories import make_settings
 from tests.support.receiver import Receiver
-
-
-def deliveries(client: TestClient, ws: str = "ws", **params: Any) -> list[dict[str, Any]]:
-    r = client.get(f"/api/workspaces/{ws}/deliveries", params=params)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert set(body) == {"success", "workspace_id", "count", "deliveries"}
-    assert body["success"] is True and body["workspace_id"] == ws
-    assert body["count"] == len(body["deliveries"])
-    records: list[dict[str, Any]] = body["deliveries"]
-    return records
-
-
-def parse(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
 
 
 def test_delivered_record(client: TestClient, conn: Redis, settings: Settings, receiver: Receiver) -> None:

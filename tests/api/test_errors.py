@@ -15,30 +15,8 @@ from redis import Redis
 from scheduler_api.api import create_app
 from scheduler_api.embedded_redis import RedisServer, free_port
 from tests.support.assertions import assert_error
-from tests.support.factories import make_settings, trigger_body, triggers_url
+from tests.support.factories import README_TRIGGERS, SECRET, make_settings, trigger_body, triggers_url
 from tests.support.redis_state import workspace_state
-
-SECRET = "Bearer sk-live-Very-Secret-Value-123"
-
-
-OTHER_SECRET = "api-key-Also-Secret-456"
-
-
-README_TRIGGERS: list[dict[str, Any]] = [
-    {
-        "cron": "0 */2 * * *",
-        "url": "https://api.example.com/webhook",
-        "method": "POST",
-        "payload": {"event": "scheduled_task", "data": {}},
-        "headers": {"Authorization": SECRET, "Content-Type": "application/json"},
-    },
-    {
-        "cron": "0 9 * * 1-5",
-        "url": "https://api.example.com/report",
-        "method": "GET",
-        "headers": {"X-API-Key": OTHER_SECRET},
-    },
-]
 
 
 def test_malformed_json(client: TestClient, conn: Redis) -> None:

@@ -15,40 +15,27 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue
 
-from scheduler_api import cron
 from scheduler_api.api import create_app
 from scheduler_api.delivery import worker
 from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
 from scheduler_api.storage import edits, firings
 from scheduler_api.triggers import Trigger
+from tests.support.api import expected_runs, jobs, post_triggers
 from tests.support.assertions import assert_error
-from tests.support.clock import T
-from tests.support.factories import make_settings, trigger_body, triggers_url
+from tests.support.clock import YEARLY, T
+from tests.support.factories import (
+    OTHER_SECRET,
+    README_TRIGGERS,
+    SECRET,
+    TRIGGERS,
+    TRIGGERS_SECRET,
+    make_settings,
+    trigger_body,
+    triggers_url,
+)
 from tests.support.receiver import Receiver, headers_of
 from tests.support.redis_state import schedule_count
-
-SECRET = "Bearer sk-live-Very-Secret-Value-123"
-
-
-OTHER_SECRET = "api-key-Also-Secret-456"
-
-
-README_TRIGGERS: list[dict[str, Any]] = [
-    {
-        "cron": "0 */2 * * *",
-        "url": "https://api.example.com/webhook",
-        "method": "POST",
-        "payload": {"event": "scheduled_task", "data": {}},
-        "headers": {"Authorization": SECRET, "Content-Type": "application/json"},
-    },
-    {
-        "cron": "0 9 * * 1-5",
-        "url": "https://api.example.com/report",
-        "method": "GET",
-        "headers": {"X-API-Key": OTHER_SECRET},
-    },
-]
 
 
 def test_post_response_has_the_original_shape(client: TestClient) -> None:
@@ -270,32 +257,8 @@ def test_concurrent_replaces_through_the_api(client: TestClient, conn: Redis) ->
     assert client.get(triggers_url("other")).json() == other_before
 
 
-def post(client: TestClient, ws: str, triggers: list[dict[str, Any]]) -> Any:
-    return client.post(f"/api/workspaces/{ws}/triggers", json={"triggers": triggers})
-
-
-TRIGGERS: list[dict[str, Any]] = [
-    {
-        "cron": "30 1 * * *",
-        "url": "https://example.com/ny",
-        "method": "POST",
-        "timezone": "America/New_York",
-        "payload": {"a": 1},
-        "headers": {"Authorization": SECRET, "X-Trace": "also-secret"},
-    },
-    {"cron": "*/10 * * * * *", "url": "https://example.com/off", "method": "GET", "enabled": False},
-    {"cron": "0 9 * * 1-5", "url": "https://example.com/utc", "method": "GET"},
-]
-
-
-def expected_runs(expr: str, tz: str, before: float, after: float, n: int) -> list[list[str]]:
-    """The run lists the API may answer, computed at any instant it could have used."""
-    parsed = cron.parse(expr, tz)
-    return [[cron.iso(x) for x in parsed.next_runs(t, n)] for t in (before, after)]
-
-
 def test_replace_answer_keeps_its_original_shape(client: TestClient) -> None:
-    r = post(client, "ws", TRIGGERS)
+    r = post_triggers(client, "ws", TRIGGERS)
     assert r.status_code == 200, r.text
     body = r.json()
     # `warnings` only when there are some (here: trigger 0's local 01:30 repeats at fall-back).
@@ -307,11 +270,11 @@ def test_replace_answer_keeps_its_original_shape(client: TestClient) -> None:
 
 def test_list_shows_next_run_timezone_enabled_paused_and_header_names_only(client: TestClient) -> None:
     before = time.time()
-    assert post(client, "ws", TRIGGERS).status_code == 200
+    assert post_triggers(client, "ws", TRIGGERS).status_code == 200
     after = time.time()
     r = client.get("/api/workspaces/ws/triggers")
     assert r.status_code == 200
-    assert SECRET not in r.text and "also-secret" not in r.text
+    assert TRIGGERS_SECRET not in r.text and "also-secret" not in r.text
     body = r.json()
     assert body["count"] == 3
     ny, off, utc = body["jobs"]
@@ -355,7 +318,8 @@ def test_next_run_at_advances_with_the_schedule(
 
 def test_explicit_utc_and_null_timezone_are_the_default(client: TestClient) -> None:
     assert (
-        post(client, "ws", [{**TRIGGERS[2], "timezone": None}, {**TRIGGERS[2], "timezone": "UTC"}]).status_code == 200
+        post_triggers(client, "ws", [{**TRIGGERS[2], "timezone": None}, {**TRIGGERS[2], "timezone": "UTC"}]).status_code
+        == 200
     )
     jobs = client.get("/api/workspaces/ws/triggers").json()["jobs"]
     assert [j["timezone"] for j in jobs] == ["UTC", "UTC"]
@@ -363,14 +327,14 @@ def test_explicit_utc_and_null_timezone_are_the_default(client: TestClient) -> N
 
 
 def test_get_one_trigger_with_next_five_runs_and_description(client: TestClient) -> None:
-    assert post(client, "ws", TRIGGERS).status_code == 200
+    assert post_triggers(client, "ws", TRIGGERS).status_code == 200
     listed = client.get("/api/workspaces/ws/triggers").json()["jobs"]
     for i, spec in enumerate(TRIGGERS):
         before = time.time()
         r = client.get(f"/api/workspaces/ws/triggers/{i}")
         after = time.time()
         assert r.status_code == 200, r.text
-        assert SECRET not in r.text and "also-secret" not in r.text
+        assert TRIGGERS_SECRET not in r.text and "also-secret" not in r.text
         body = r.json()
         assert set(body) == {"success", "workspace_id", "job"} and body["success"] is True
         job = body["job"]
@@ -393,15 +357,15 @@ def test_get_one_trigger_with_encrypted_headers_shows_names_only(redis_url: str,
 
     settings = make_settings(redis_url, secrets_key=Fernet.generate_key().decode())
     with TestClient(create_app(settings)) as c:
-        assert post(c, "ws", TRIGGERS[:1]).status_code == 200
+        assert post_triggers(c, "ws", TRIGGERS[:1]).status_code == 200
         r = c.get("/api/workspaces/ws/triggers/0")
         assert r.status_code == 200
         assert r.json()["job"]["header_names"] == ["Authorization", "X-Trace"]
-        assert SECRET not in r.text and "gAAAA" not in r.text  # neither the value nor its ciphertext
+        assert TRIGGERS_SECRET not in r.text and "gAAAA" not in r.text  # neither the value nor its ciphertext
 
 
 def test_unknown_trigger_index_is_a_404_in_the_error_shape(client: TestClient) -> None:
-    assert post(client, "ws", TRIGGERS).status_code == 200
+    assert post_triggers(client, "ws", TRIGGERS).status_code == 200
     for path in ("/api/workspaces/ws/triggers/3", "/api/workspaces/ws/triggers/999", "/api/workspaces/nope/triggers/0"):
         details = assert_error(client.get(path), 404)["details"]
         assert details and details[0]["path"] == "trigger_id"
@@ -413,16 +377,6 @@ def test_unknown_trigger_index_is_a_404_in_the_error_shape(client: TestClient) -
         assert_error(client.get(path), 400)
     assert client.delete("/api/workspaces/ws/triggers").status_code == 200
     assert_error(client.get("/api/workspaces/ws/triggers/0"), 404)
-
-
-YEARLY = "0 0 1 1 *"
-
-
-def jobs(client: TestClient, ws: str) -> list[dict[str, Any]]:
-    r = client.get(f"/api/workspaces/{ws}/triggers")
-    assert r.status_code == 200, r.text
-    out: list[dict[str, Any]] = r.json()["jobs"]
-    return out
 
 
 def test_enabled_flag_through_the_api(client: TestClient) -> None:

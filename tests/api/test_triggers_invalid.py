@@ -14,8 +14,9 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from scheduler_api.api import create_app
+from tests.support.api import post_triggers
 from tests.support.assertions import assert_error
-from tests.support.factories import WS, make_settings, trigger_body, triggers_url
+from tests.support.factories import TRIGGERS, WS, make_settings, trigger_body, triggers_url
 from tests.support.redis_state import workspace_state
 
 INVALID_CASES = [
@@ -185,36 +186,15 @@ def test_a_cron_expression_has_a_length_limit(client: TestClient) -> None:
     assert_error(client.post("/api/cron/preview", json={"cron": long_cron}), 400)
 
 
-def post(client: TestClient, ws: str, triggers: list[dict[str, Any]]) -> Any:
-    return client.post(f"/api/workspaces/{ws}/triggers", json={"triggers": triggers})
-
-
-SECRET = "Bearer sk-Very-Secret-Header-Value"
-
-
-TRIGGERS: list[dict[str, Any]] = [
-    {
-        "cron": "30 1 * * *",
-        "url": "https://example.com/ny",
-        "method": "POST",
-        "timezone": "America/New_York",
-        "payload": {"a": 1},
-        "headers": {"Authorization": SECRET, "X-Trace": "also-secret"},
-    },
-    {"cron": "*/10 * * * * *", "url": "https://example.com/off", "method": "GET", "enabled": False},
-    {"cron": "0 9 * * 1-5", "url": "https://example.com/utc", "method": "GET"},
-]
-
-
 def test_invalid_timezone_is_400_with_its_path_and_nothing_is_stored(client: TestClient, conn: Redis) -> None:
-    assert post(client, "ws", TRIGGERS[:1]).status_code == 200
+    assert post_triggers(client, "ws", TRIGGERS[:1]).status_code == 200
     stored = conn.hgetall("sa:ws:ws")
     for bad, message in (("Mars/Olympus", "time zone"), ("", "time zone"), (5, "string"), (["UTC"], "string")):
         triggers = [TRIGGERS[2], {**TRIGGERS[2], "timezone": bad}]
-        details = assert_error(post(client, "ws", triggers), 400)["details"]
+        details = assert_error(post_triggers(client, "ws", triggers), 400)["details"]
         assert [d["path"] for d in details] == ["triggers[1].timezone"], details
         assert message in details[0]["message"]
-    details = assert_error(post(client, "ws", [{**TRIGGERS[2], "enabled": "yes"}]), 400)["details"]
+    details = assert_error(post_triggers(client, "ws", [{**TRIGGERS[2], "enabled": "yes"}]), 400)["details"]
     assert [d["path"] for d in details] == ["triggers[0].enabled"]
     assert conn.hgetall("sa:ws:ws") == stored
 

@@ -32,6 +32,7 @@ from scheduler_api.header_crypto import HeaderCipher
 from scheduler_api.settings import Settings
 from scheduler_api.storage import edits, keys
 from scheduler_api.triggers import Trigger
+from tests.support.api import deliveries
 from tests.support.clock import T
 from tests.support.engine import attempts, deliver, drive, fire_now, is_final, record_of, tick_and_deliver
 from tests.support.factories import WS, make_engine_settings, make_settings, make_trigger
@@ -229,17 +230,6 @@ def test_timeout_covers_a_response_body_that_never_ends(conn: Redis, redis_url: 
         stop.set()
         server.close()
         thread.join(5)
-
-
-def deliveries(client: TestClient, ws: str = "ws", **params: Any) -> list[dict[str, Any]]:
-    r = client.get(f"/api/workspaces/{ws}/deliveries", params=params)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert set(body) == {"success", "workspace_id", "count", "deliveries"}
-    assert body["success"] is True and body["workspace_id"] == ws
-    assert body["count"] == len(body["deliveries"])
-    records: list[dict[str, Any]] = body["deliveries"]
-    return records
 
 
 @pytest.mark.parametrize(("excerpt", "body"), [(5, '{"ok"'), (0, None), (256, '{"ok":true}')])

@@ -17,9 +17,9 @@ from scheduler_api.engine import scheduler as scheduling
 from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
 from scheduler_api.storage import edits, keys
-from scheduler_api.triggers import Trigger
+from tests.support.api import deliveries
 from tests.support.clock import ONCE, T
-from tests.support.engine import tick_and_deliver
+from tests.support.engine import fire_ok_and_bad_once
 from tests.support.factories import WS, make_engine_settings, make_settings, make_trigger
 from tests.support.receiver import Receiver
 
@@ -56,32 +56,11 @@ def test_the_scheduler_process_survives_a_failing_tick(
     assert "tick failed" in caplog.text and "OOM" in caplog.text
 
 
-def deliveries(client: TestClient, ws: str = "ws", **params: Any) -> list[dict[str, Any]]:
-    r = client.get(f"/api/workspaces/{ws}/deliveries", params=params)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert set(body) == {"success", "workspace_id", "count", "deliveries"}
-    assert body["success"] is True and body["workspace_id"] == ws
-    assert body["count"] == len(body["deliveries"])
-    records: list[dict[str, Any]] = body["deliveries"]
-    return records
-
-
-def _fire_once(conn: Redis, settings: Settings, ws: str, receiver: Receiver) -> None:
-    receiver.on(f"/{ws}/bad", (500, 0))
-    triggers = [
-        Trigger(cron=ONCE, url=f"{receiver.url}/{ws}/ok", method="GET"),
-        Trigger(cron=ONCE, url=f"{receiver.url}/{ws}/bad", method="GET"),
-    ]
-    edits.replace(conn, ws, triggers, now=lambda: T)
-    tick_and_deliver(conn, settings, T + 1.5)
-
-
 def test_the_scheduler_process_loop_runs_the_sweep(
     client: TestClient, conn: Redis, redis_url: str, receiver: Receiver
 ) -> None:
     settings = make_settings(redis_url, completed_keep_seconds=3600, delivery_max_retries=0)
-    _fire_once(conn, settings, "gone", receiver)
+    fire_ok_and_bad_once(conn, settings, "gone", receiver)
     edits.delete(conn, "gone")
     later = time.time() + 3601
     scheduling.TriggerScheduler(settings, connection=conn, clock=lambda: later).run(burst=True)

@@ -12,8 +12,6 @@ import math
 import threading
 import time
 from collections import Counter
-from datetime import datetime
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -28,7 +26,8 @@ from scheduler_api.settings import Settings
 from scheduler_api.storage import edits, firings, keys
 from scheduler_api.storage.connection import connect
 from scheduler_api.triggers import Trigger
-from tests.support.clock import T, iso_second
+from tests.support.api import jobs
+from tests.support.clock import EVERY_SECOND, T, iso_second, parse
 from tests.support.engine import deliver, tick_and_deliver
 from tests.support.factories import WS, make_engine_settings, make_settings, make_trigger
 from tests.support.receiver import Received, Receiver, headers_of, scheduled_ats
@@ -335,16 +334,6 @@ def test_a_stored_cron_the_api_now_refuses_still_fires(
     assert scheduled_ats(receiver.requests) == [iso_second(T + 60)]
 
 
-EVERY_SECOND = "* * * * * *"
-
-
-def jobs(client: TestClient, ws: str) -> list[dict[str, Any]]:
-    r = client.get(f"/api/workspaces/{ws}/triggers")
-    assert r.status_code == 200, r.text
-    out: list[dict[str, Any]] = r.json()["jobs"]
-    return out
-
-
 def test_paused_workspace_keeps_its_schedule_fires_nothing_and_resumes_without_backfill(
     client: TestClient, conn: Redis, settings: Settings, receiver: Receiver
 ) -> None:
@@ -424,11 +413,6 @@ NY = "America/New_York"
 BERLIN = "Europe/Berlin"
 
 
-def z(text: str) -> float:
-    """Unix seconds of an ISO UTC time written with a Z."""
-    return datetime.fromisoformat(text).timestamp()
-
-
 def scheduled_at(r: Received) -> str:
     return {k.lower(): v for k, v in r.headers.items()}["x-scheduler-scheduled-at"]
 
@@ -446,15 +430,15 @@ def test_misfire_across_the_fall_back_fires_the_latest_time_and_moves_forward(
         conn,
         "tz",
         [Trigger(cron="* * * * *", url=receiver.url + "/m", method="GET", timezone=NY)],
-        now=lambda: z("2026-11-01T05:57:30Z"),
+        now=lambda: parse("2026-11-01T05:57:30Z"),
     )
     assert cron.iso(conn.zscore(keys.SCHEDULE, "tz:0") or 0) == "2026-11-01T05:58:00Z"
-    result = ticking.tick(conn, queue, settings, now=z("2026-11-01T06:00:30Z"))
+    result = ticking.tick(conn, queue, settings, now=parse("2026-11-01T06:00:30Z"))
     assert (result.fired, result.missed) == (1, 0)
     assert cron.iso(conn.zscore(keys.SCHEDULE, "tz:0") or 0) == "2026-11-01T06:01:00Z"
-    again = ticking.tick(conn, queue, settings, now=z("2026-11-01T06:00:59Z"))
+    again = ticking.tick(conn, queue, settings, now=parse("2026-11-01T06:00:59Z"))
     assert (again.fired, again.missed) == (0, 0)
-    again = ticking.tick(conn, queue, settings, now=z("2026-11-01T06:01:00Z"))
+    again = ticking.tick(conn, queue, settings, now=parse("2026-11-01T06:01:00Z"))
     assert (again.fired, again.missed) == (1, 0)
     worker.run_worker(settings, conn, burst=True)
     assert sorted(scheduled_at(r) for r in receiver.to("/m")) == ["2026-11-01T06:00:00Z", "2026-11-01T06:01:00Z"]
@@ -467,9 +451,9 @@ def test_misfire_beyond_grace_during_the_repeated_hour_is_missed_once(conn: Redi
         conn,
         "tz",
         [Trigger(cron="*/15 * * * *", url="http://127.0.0.1:9/x", method="GET", timezone=NY)],
-        now=lambda: z("2026-11-01T05:10:00Z"),
+        now=lambda: parse("2026-11-01T05:10:00Z"),
     )  # next: 05:15Z; the scheduler comes back at 06:20Z (01:20 EST)
-    result = ticking.tick(conn, queue, settings, now=z("2026-11-01T06:20:00Z"))
+    result = ticking.tick(conn, queue, settings, now=parse("2026-11-01T06:20:00Z"))
     assert (result.fired, result.missed) == (0, 1)
     # The latest run time is 01:15 EST (the hour field is *, so the repeated hour runs).
     rec = firings.get_record(conn, "tz:0@2026-11-01T06:15:00Z")
@@ -477,7 +461,7 @@ def test_misfire_beyond_grace_during_the_repeated_hour_is_missed_once(conn: Redi
     assert cron.iso(conn.zscore(keys.SCHEDULE, "tz:0") or 0) == "2026-11-01T06:30:00Z"
     # Later ticks before the next run time neither miss it again nor fire anything.
     for minute in range(21, 30):
-        again = ticking.tick(conn, queue, settings, now=z(f"2026-11-01T06:{minute:02d}:00Z"))
+        again = ticking.tick(conn, queue, settings, now=parse(f"2026-11-01T06:{minute:02d}:00Z"))
         assert (again.fired, again.missed) == (0, 0), minute
     assert int(conn.hget(keys.METRICS, "missed") or 0) == 1
 
@@ -549,10 +533,10 @@ def test_scheduler_tick_every_minute_across_the_transition_night(
     queue = Queue(settings.queue_name, connection=conn)
     exprs = list(crons)
     triggers = [Trigger(cron=e, url=f"{receiver.url}/{i}", method="POST", timezone=tz) for i, e in enumerate(exprs)]
-    edits.replace(conn, "tz", triggers, now=lambda: z(start))
+    edits.replace(conn, "tz", triggers, now=lambda: parse(start))
 
-    now = z(start)
-    while now <= z(end):
+    now = parse(start)
+    while now <= parse(end):
         result = ticking.tick(conn, queue, settings, now=now)
         assert result.missed == 0
         now += 60

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 from scheduler_api.api import create_app
@@ -12,36 +11,9 @@ from scheduler_api.settings import Settings
 from scheduler_api.storage import edits
 from scheduler_api.triggers import Trigger
 from tests.support.factories import make_settings
+from tests.support.metrics import check_histogram, scrape, v
 from tests.support.processes import Procs, drained, start_scheduler, start_worker, stop, wait_until
 from tests.support.receiver import Receiver
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(client: TestClient) -> Samples:
-    r = client.get("/metrics")
-    assert r.status_code == 200
-    assert r.headers["content-type"].startswith("text/plain")
-    out: Samples = {}
-    for family in text_string_to_metric_families(r.text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def v(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
-
-
-def check_histogram(samples: Samples, name: str) -> None:
-    buckets = sorted(
-        ((float(dict(lbl)["le"]), val) for (n, lbl), val in samples.items() if n == f"{name}_bucket"),
-    )
-    assert buckets, name
-    counts = [c for _, c in buckets]
-    assert counts == sorted(counts), f"{name} buckets are not cumulative"
-    assert buckets[-1][0] == float("inf") and buckets[-1][1] == v(samples, f"{name}_count")
-    assert v(samples, f"{name}_sum") >= 0
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import pytest
 from redis import Redis
 
 from scheduler_api.embedded_redis import free_port
+from tests.support.factories import numbered_trigger
 from tests.support.processes import Child, clean_env
 
 TEAM = "team-key-0123456789-abcd"
@@ -43,16 +44,12 @@ def apis(tmp_path: Path, redis_url: str, conn: Redis, spawned: list[Child]) -> I
         c.close()
 
 
-def _trigger(n: int) -> dict[str, object]:
-    return {"id": f"t{n}", "cron": "0 9 * * *", "url": f"https://api.example.com/{n}", "method": "GET"}
-
-
 def test_per_workspace_rates_hold_across_two_api_processes(apis: list[httpx.Client]) -> None:
     one, two = apis
     url = "/api/workspaces/team-a/triggers"
-    statuses = [(one if n % 2 else two).put(f"{url}/t{n}", json=_trigger(n)).status_code for n in range(6)]
+    statuses = [(one if n % 2 else two).put(f"{url}/t{n}", json=numbered_trigger(n)).status_code for n in range(6)]
     assert statuses == [201, 201, 201, 201, 429, 429]  # 4 a minute in all, not 4 per process
-    refused = one.put(f"{url}/t9", json=_trigger(9))
+    refused = one.put(f"{url}/t9", json=numbered_trigger(9))
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
     assert refused.json()["details"][0]["message"].startswith("WRITES_PER_MINUTE: at most 4 write calls")
     assert two.get(url).json()["count"] == 4
@@ -62,7 +59,9 @@ def test_per_workspace_rates_hold_across_two_api_processes(apis: list[httpx.Clie
 
 def test_concurrent_creates_on_two_processes_never_exceed_the_workspace_quota(apis: list[httpx.Client]) -> None:
     def create(n: int) -> int:
-        return apis[n % 2].post(f"/api/workspaces/team-{n}/triggers", json={"triggers": [_trigger(n)]}).status_code
+        return (
+            apis[n % 2].post(f"/api/workspaces/team-{n}/triggers", json={"triggers": [numbered_trigger(n)]}).status_code
+        )
 
     with ThreadPoolExecutor(12) as pool:
         statuses = list(pool.map(create, range(12)))

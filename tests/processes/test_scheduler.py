@@ -21,6 +21,8 @@ from redis import Redis
 
 from scheduler_api.storage import edits, keys
 from scheduler_api.triggers import Trigger
+from tests.support.api import jobs
+from tests.support.clock import EVERY_SECOND, YEARLY
 from tests.support.processes import (
     Procs,
     drained,
@@ -35,9 +37,6 @@ from tests.support.processes import (
     wait_until,
 )
 from tests.support.receiver import Received, Receiver, headers_of
-
-EVERY_SECOND = "* * * * * *"
-
 
 # Scheduler log lines: what a tick committed, and the run times it skipped after an outage.
 FIRED = re.compile(r"tick: fired=(\d+)")
@@ -142,16 +141,6 @@ def test_restarted_scheduler_fires_only_the_most_recent_missed_time(conn, receiv
             f"{iso(caught_up, UTC):%Y-%m-%dT%H:%M:%SZ}",
         ), f"trigger {i}: {seen}\n{second.log()}"
     assert {r["outcome"] for r in records(conn).values()} == {"delivered"}, "within the grace nothing is 'missed'"
-
-
-YEARLY = "0 0 1 1 *"
-
-
-def jobs(client: TestClient, ws: str) -> list[dict[str, Any]]:
-    r = client.get(f"/api/workspaces/{ws}/triggers")
-    assert r.status_code == 200, r.text
-    out: list[dict[str, Any]] = r.json()["jobs"]
-    return out
 
 
 def _second(r: Received) -> int:

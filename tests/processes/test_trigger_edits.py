@@ -15,6 +15,7 @@ import pytest
 from redis import Redis
 
 from scheduler_api.embedded_redis import free_port
+from tests.support.factories import numbered_trigger
 from tests.support.processes import Child, Procs, clean_env, scheduled_second, start_scheduler, start_worker
 from tests.support.receiver import Receiver
 
@@ -33,12 +34,8 @@ def api(tmp_path: Path, redis_url: str, conn: Redis, spawned: list[Child]) -> It
         yield client
 
 
-def _trigger(n: int) -> dict[str, object]:
-    return {"id": f"t{n}", "cron": "0 9 * * *", "url": f"https://api.example.com/{n}", "method": "GET"}
-
-
 def test_concurrent_patches_of_different_triggers_all_land(api: httpx.Client) -> None:
-    assert api.post(LIST, json={"triggers": [_trigger(n) for n in range(20)]}).status_code == 200
+    assert api.post(LIST, json={"triggers": [numbered_trigger(n) for n in range(20)]}).status_code == 200
 
     def patch(n: int) -> int:
         return api.patch(f"{LIST}/t{n}", json={"url": f"https://patched.example.com/{n}"}).status_code
@@ -51,7 +48,7 @@ def test_concurrent_patches_of_different_triggers_all_land(api: httpx.Client) ->
 
 
 def test_concurrent_patches_with_one_if_match_let_exactly_one_through(api: httpx.Client) -> None:
-    etag = api.post(LIST, json={"triggers": [_trigger(n) for n in range(20)]}).headers["etag"]
+    etag = api.post(LIST, json={"triggers": [numbered_trigger(n) for n in range(20)]}).headers["etag"]
 
     def patch(n: int) -> int:
         r = api.patch(f"{LIST}/t{n}", json={"method": "POST"}, headers={"If-Match": etag})
@@ -77,7 +74,7 @@ def test_an_unchanged_trigger_neither_fires_twice_nor_skips_across_replaces(
         time.sleep(0.05)
     start = time.time()
     for n in range(12):  # others come and go, in front of it and behind it
-        others = [_trigger(i) for i in range(n % 3)]
+        others = [numbered_trigger(i) for i in range(n % 3)]
         triggers = [*others, kept] if n % 2 else [kept, *others]
         assert api.post(LIST, json={"triggers": triggers}).status_code == 200
         time.sleep(0.25)
@@ -91,7 +88,7 @@ def test_an_unchanged_trigger_neither_fires_twice_nor_skips_across_replaces(
 
 def test_concurrent_patches_of_one_trigger_merge_into_what_is_stored(api: httpx.Client) -> None:
     """Each PATCH merges into the trigger as stored when its change is written: none is lost."""
-    assert api.post(LIST, json={"triggers": [_trigger(0)]}).status_code == 200
+    assert api.post(LIST, json={"triggers": [numbered_trigger(0)]}).status_code == 200
 
     def patch(n: int) -> int:
         return api.patch(f"{LIST}/t0", json={"headers": {f"X-Header-{n}": f"value-{n}"}}).status_code

@@ -34,8 +34,6 @@ from tests.support.processes import (
     wait_until,
 )
 
-EVERY_SECOND = "* * * * * *"
-
 
 def enqueue_one_batch(conn: Redis, settings: Settings, triggers: list[Trigger], workspace: str = "ws") -> float:
     """Write `triggers` (crons for one second ~2 s ahead) and tick once in-process at that second:

@@ -14,7 +14,7 @@ from scheduler_api.settings import Settings
 from scheduler_api.storage import edits, firings, keys
 from scheduler_api.storage import triggers as store
 from scheduler_api.triggers import Trigger
-from tests.support.clock import T
+from tests.support.clock import EVERY_SECOND, T
 from tests.support.engine import deliver, tick_and_deliver
 from tests.support.factories import WS, make_trigger
 from tests.support.receiver import Receiver, headers_of
@@ -54,9 +54,6 @@ def test_a_scheduler_that_read_a_due_entry_late_commits_nothing(
         [f"/r/{i}" for i in range(10)] + [f"/r/{i}" for i in range(10)]
     )  # T+1 by A's first tick, then the most recent second at the late tick
     assert len({headers_of(r)["idempotency-key"] for r in receiver.requests}) == 20
-
-
-EVERY_SECOND = "* * * * * *"
 
 
 def test_a_manual_run_never_shares_an_id_with_a_scheduled_firing(

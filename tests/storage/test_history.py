@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -19,29 +18,12 @@ from scheduler_api.engine import tick as ticking
 from scheduler_api.storage import edits, firings, keys
 from scheduler_api.storage.history import Record
 from scheduler_api.triggers import Trigger
+from tests.support.api import deliveries
 from tests.support.clock import T, iso_second
 from tests.support.engine import deliver, fire_now, record_of, tick_and_deliver
 from tests.support.factories import WS, make_engine_settings, make_settings, make_trigger
 from tests.support.receiver import Receiver
-
-
-def deliveries(client: TestClient, ws: str = "ws", **params: Any) -> list[dict[str, Any]]:
-    r = client.get(f"/api/workspaces/{ws}/deliveries", params=params)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert set(body) == {"success", "workspace_id", "count", "deliveries"}
-    assert body["success"] is True and body["workspace_id"] == ws
-    assert body["count"] == len(body["deliveries"])
-    records: list[dict[str, Any]] = body["deliveries"]
-    return records
-
-
-def parse(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
-
-
-def _counts(conn: Redis, ws: str) -> tuple[int, int]:
-    return conn.hlen(keys.records(ws)), conn.zcard(keys.history(ws))
+from tests.support.redis_state import history_counts
 
 
 def test_history_cap_is_per_workspace(client: TestClient, conn: Redis, redis_url: str, receiver: Receiver) -> None:
@@ -63,7 +45,7 @@ def test_history_cap_is_per_workspace(client: TestClient, conn: Redis, redis_url
     a = deliveries(client, ws="a")
     assert [(r["scheduled_at"], r["outcome"]) for r in a] == [(_iso(T + k), "retrying") for k in (5, 4, 3)]
     assert [r["scheduled_at"] for r in deliveries(client, ws="b")] == [_iso(T + 4), _iso(T + 2)]
-    assert _counts(conn, "a") == (3, 3) and _counts(conn, "b") == (2, 2)  # no orphaned record
+    assert history_counts(conn, "a") == (3, 3) and history_counts(conn, "b") == (2, 2)  # no orphaned record
 
 
 def test_a_record_reads_back_as_it_was_written() -> None:
@@ -108,7 +90,7 @@ def test_default_retention_keeps_the_last_1000_failed_and_100_delivered(conn: Re
         firings.record(conn, "b", outcomes[k : k + 100], now=now + k / 1000, retention=retention, finished=False)
     assert conn.zcard(keys.failed("ws")) == 1000
     assert conn.zcard(keys.done("ws")) == 100
-    assert _counts(conn, "ws") == (1100, 1100)
+    assert history_counts(conn, "ws") == (1100, 1100)
     assert conn.zscore(keys.failed("ws"), f"ws:{1199 % 7}@{_iso(T + 1199)}") is not None  # the newest kept
 
 

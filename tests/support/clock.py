@@ -18,3 +18,12 @@ def once_cron(ts: float) -> str:
     """A six-field cron matching the second `ts` only (once a year)."""
     d = datetime.fromtimestamp(ts, UTC)
     return f"{d.second} {d.minute} {d.hour} {d.day} {d.month} *"
+
+
+EVERY_SECOND = "* * * * * *"
+YEARLY = "0 0 1 1 *"  # midnight UTC on January 1st: never due while a test runs
+
+
+def parse(text: str) -> float:
+    """Unix seconds of an ISO time with its offset or a Z."""
+    return datetime.fromisoformat(text).timestamp()

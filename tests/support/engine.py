@@ -16,9 +16,9 @@ from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
 from scheduler_api.storage import edits, firings
 from scheduler_api.triggers import Trigger
-from tests.support.clock import iso_second, once_cron
+from tests.support.clock import ONCE, T, iso_second, once_cron
 from tests.support.factories import WS
-from tests.support.receiver import Received, headers_of
+from tests.support.receiver import Received, Receiver, headers_of
 
 
 def deliver(conn: Redis, settings: Settings) -> None:
@@ -81,3 +81,15 @@ def is_final(conn: Redis, job_id: str, scheduled: float) -> bool:
     """The firing has a final record (a record says "retrying" while retries are pending)."""
     rec = record_of(conn, job_id, scheduled)
     return rec is not None and rec["outcome"] != "retrying"
+
+
+def fire_ok_and_bad_once(conn: Redis, settings: Settings, ws: str, receiver: Receiver) -> None:
+    """Give `ws` two triggers firing once at T + 1 (then next year), to `/{ws}/ok` and to `/{ws}/bad`
+    (which answers 500), and tick and deliver that firing."""
+    receiver.on(f"/{ws}/bad", (500, 0))
+    triggers = [
+        Trigger(cron=ONCE, url=f"{receiver.url}/{ws}/ok", method="GET"),
+        Trigger(cron=ONCE, url=f"{receiver.url}/{ws}/bad", method="GET"),
+    ]
+    edits.replace(conn, ws, triggers, now=lambda: T)
+    tick_and_deliver(conn, settings, T + 1.5)

@@ -45,3 +45,44 @@ def triggers_url(ws: str) -> str:
 def trigger_body(n: int = 0, **changes: Any) -> dict[str, Any]:
     """A valid trigger as the API takes it (JSON), numbered `n` in its url, with `changes` applied."""
     return {"cron": "0 9 * * 1-5", "url": f"https://api.example.com/hook/{n}", "method": "GET", **changes}
+
+
+def numbered_trigger(n: int) -> dict[str, object]:
+    """A valid trigger as the API takes it, with the id `t{n}` and `n` in its url (daily at 09:00)."""
+    return {"id": f"t{n}", "cron": "0 9 * * *", "url": f"https://api.example.com/{n}", "method": "GET"}
+
+
+# The README's example: two triggers whose header values must never be shown.
+SECRET = "Bearer sk-live-Very-Secret-Value-123"
+OTHER_SECRET = "api-key-Also-Secret-456"
+README_TRIGGERS: list[dict[str, Any]] = [
+    {
+        "cron": "0 */2 * * *",
+        "url": "https://api.example.com/webhook",
+        "method": "POST",
+        "payload": {"event": "scheduled_task", "data": {}},
+        "headers": {"Authorization": SECRET, "Content-Type": "application/json"},
+    },
+    {
+        "cron": "0 9 * * 1-5",
+        "url": "https://api.example.com/report",
+        "method": "GET",
+        "headers": {"X-API-Key": OTHER_SECRET},
+    },
+]
+
+# Three triggers as the API takes them: New York time with a payload and secret headers (values
+# TRIGGERS_SECRET and "also-secret"), a disabled six-field one, and a plain UTC one.
+TRIGGERS_SECRET = "Bearer sk-Very-Secret-Header-Value"
+TRIGGERS: list[dict[str, Any]] = [
+    {
+        "cron": "30 1 * * *",
+        "url": "https://example.com/ny",
+        "method": "POST",
+        "timezone": "America/New_York",
+        "payload": {"a": 1},
+        "headers": {"Authorization": TRIGGERS_SECRET, "X-Trace": "also-secret"},
+    },
+    {"cron": "*/10 * * * * *", "url": "https://example.com/off", "method": "GET", "enabled": False},
+    {"cron": "0 9 * * 1-5", "url": "https://example.com/utc", "method": "GET"},
+]

@@ -29,3 +29,8 @@ def every_key(conn: Redis) -> dict[bytes, Any]:
 def schedule_count(conn: Redis, ws: str) -> int:
     """The workspace's entries in the schedule: one per trigger."""
     return sum(1 for m in conn.zrange(keys.SCHEDULE, 0, -1) if m.decode().startswith(f"{ws}:"))
+
+
+def history_counts(conn: Redis, ws: str) -> tuple[int, int]:
+    """The workspace's delivery records and history entries (the two must stay equal)."""
+    return conn.hlen(keys.records(ws)), conn.zcard(keys.history(ws))
