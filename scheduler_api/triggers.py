@@ -3,7 +3,8 @@
 A trigger is ``cron + url + method + optional payload + optional headers``. Validation rules,
 each answered with a 400 whose `details[].path` names the field (``triggers[1].cron``):
 
-* ``id``: optional, 1-64 characters of ``A-Z a-z 0-9 _ . -``, unique in its list (case-sensitive);
+* ``id``: optional, 1-64 characters of ``A-Z a-z 0-9 _ . -`` but not dots only, unique in its list
+  (case-sensitive);
   absent, the trigger's index in the list as a string (so ``jobId`` is ``{workspace_id}:{index}``,
   the original's). A default id equal to a given one is refused, naming both triggers.
 * ``cron``: a string that `scheduler_api.cron.validate` accepts (the scheduler's own parser, plus
@@ -45,7 +46,9 @@ from scheduler_api import cron as cronlib
 from scheduler_api.errors import CronError, InvalidRequest
 
 WORKSPACE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-TRIGGER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# 1-64 characters (the length is checked where it is used), not dots only: a client's url library
+# would send `.../triggers/.` as `.../triggers`, the whole list.
+TRIGGER_ID = re.compile(r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MAX_URL_LENGTH = 2048
@@ -129,8 +132,10 @@ class Trigger(BaseModel):
 
     id: StrictStr | None = Field(
         None,
-        description="Stable id, 1-64 characters of A-Z a-z 0-9 _ . -; default: the trigger's index in the list.",
+        description="Stable id, 1-64 characters of A-Z a-z 0-9 _ . - (not dots only); default: its index in the list.",
         pattern=TRIGGER_ID.pattern,
+        min_length=1,
+        max_length=64,
     )
     cron: StrictStr = Field(description="Cron expression: 5 fields, or 6 with seconds first, or @hourly etc.")
     url: StrictStr = Field(description="Absolute http(s) URL the request is sent to.")

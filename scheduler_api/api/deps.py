@@ -43,7 +43,7 @@ TriggerId = Path(
     min_length=1,
     max_length=64,
     pattern=TRIGGER_ID.pattern,
-    description="The trigger's id: 1-64 characters of A-Z a-z 0-9 _ . - (its index when none was given).",
+    description="The trigger's id: 1-64 of A-Z a-z 0-9 _ . -, not dots only (its index when none was given).",
 )
 DryRun = Query(False, description="Validate and plan the change, answer the diff and warnings, change nothing.")
 IfMatch = Header(
@@ -54,18 +54,21 @@ IfMatch = Header(
 IfNoneMatch = Header(None, alias="If-None-Match", description="`*`: create only (412 if the trigger exists).")
 
 
+NO_MATCH = "\x00"  # stands for a tag that can match no ETag of ours
+
+
 def etags(if_match: str | None) -> tuple[str, ...]:
-    """The ETags an If-Match header names, unquoted (`W/` prefixes dropped); () for none or `*`."""
+    """The ETags an If-Match header names, unquoted; () for none or `*`. If-Match compares strongly
+    (RFC 9110): a weak tag (`W/"..."`), an empty one or one with white space matches nothing."""
     if if_match is None or if_match.strip() == "*":
         return ()
     tags = []
     for part in if_match.split(","):
-        tag = part.strip().removeprefix("W/").strip()
+        tag = part.strip()
         if len(tag) >= 2 and tag[0] == tag[-1] == '"':
             tag = tag[1:-1]
-        if tag:
-            tags.append(tag)
-    return tuple(tags) or ("\x00",)  # only empty tags: matches nothing
+        tags.append(tag if tag and not tag.startswith("W/") and not any(c.isspace() for c in tag) else NO_MATCH)
+    return tuple(tags) or (NO_MATCH,)
 
 
 def quoted(etag: str) -> str:

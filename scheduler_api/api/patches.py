@@ -13,6 +13,7 @@ make the patch a 400 that says so; nothing is changed.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from scheduler_api.errors import InvalidRequest, SecretsError
 from scheduler_api.header_crypto import HeaderCipher
@@ -35,13 +36,33 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 def _merge_headers(stored: dict[str, str], patch: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(stored)
+    """Linear in the names of both (a patch may name tens of thousands: the limits are checked after)."""
+    merged: dict[str, Any] = dict(stored)
+    spelled = {name.lower(): name for name in merged}  # lower-cased name -> its spelling in `merged`
     for name, value in patch.items():
-        for existing in [n for n in merged if n.lower() == name.lower()]:
+        existing = spelled.pop(name.lower(), None)
+        if existing is not None:
             del merged[existing]
         if value is not None:
             merged[name] = value
+            spelled[name.lower()] = name
     return merged
+
+
+def moves_headers_elsewhere(stored_url: str, merged: dict[str, Any], patch: dict[str, Any]) -> bool:
+    """Whether the patch sends the stored header values to another origin (scheme, host or port)
+    without naming them: then the client must send the headers again (README "Trigger identity")."""
+    if "headers" in patch or not merged.get("headers") or not isinstance(merged.get("url"), str):
+        return False
+    return _origin(stored_url) != _origin(merged["url"])
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return ("", url, None)
 
 
 def trigger_as_input(stored: StoredTrigger, cipher: HeaderCipher | None) -> dict[str, Any]:

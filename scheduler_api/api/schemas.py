@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class Job(BaseModel):
@@ -126,6 +126,8 @@ def _iso_text(value: Any) -> Any:
 
 
 class PreviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo (`timzone`) is refused, as in a trigger
+
     cron: str
     timezone: str | None = None
     after: Annotated[AwareDatetime, BeforeValidator(_iso_text)] | None = Field(

@@ -234,6 +234,8 @@ def apply(
         if dry_run or plan.change.empty:
             if not etag_matches(snapshot.etag, if_match):
                 raise _stale(snapshot.etag)
+            if len(plan.triggers) > max(max_triggers, len(snapshot.triggers)):  # as write.lua refuses it
+                raise _too_many(max_triggers)
             return dataclasses.replace(plan, before=len(snapshot.triggers), etag=snapshot.etag)
         new_etag = secrets.token_hex(8)
         status, count = write(
@@ -245,11 +247,15 @@ def apply(
         if status is WriteStatus.PRECONDITION_FAILED:
             raise _stale(read(conn, workspace_id).etag)
         if status is WriteStatus.TOO_MANY:
-            raise InvalidRequest(
-                "Too many triggers", [{"path": "triggers", "message": f"at most {max_triggers} per workspace"}]
-            )
+            raise _too_many(max_triggers)
         time.sleep(0.001 * attempt)  # a concurrent write won: plan again on what it left
     raise StoreUnavailable(f"workspace {workspace_id!r} kept changing under {MAX_ATTEMPTS} attempts; nothing written")
+
+
+def _too_many(max_triggers: int) -> InvalidRequest:
+    return InvalidRequest(
+        "Too many triggers", [{"path": "triggers", "message": f"at most {max_triggers} per workspace"}]
+    )
 
 
 def _stale(current: str) -> PreconditionFailed:

@@ -339,3 +339,69 @@ def test_dry_run_warnings_for_each_code(client: TestClient) -> None:
     # Real writes carry them too.
     r = client.put(one("fast"), json=hook("https://a.example/", cron="* * * * * *"))
     assert [w["code"] for w in r.json()["warnings"]] == ["overlap_risk"]
+
+
+# --- hostile and careless clients ---------------------------------------------------------------------
+
+
+def test_ids_of_dots_only_are_refused_in_the_body_and_the_path(client: TestClient, conn: Redis) -> None:
+    """A url library sends `.../triggers/.` as `.../triggers` (the whole list): such ids cannot exist."""
+    for bad in (".", "..", "..."):
+        r = client.post(LIST, json={"triggers": [hook("https://a.example/", id=bad)]})
+        assert assert_error(r, 400)["details"][0]["path"] == "triggers[0].id", bad
+    assert client.post(LIST, json={"triggers": [hook("https://a.example/", id=".hidden.")]}).status_code == 200
+    before = every_key(conn)
+    for path in ("/api/workspaces/ws/triggers/%2E", "/api/workspaces/ws/triggers/%2E%2E"):
+        assert client.put(path, json=hook("https://b.example/")).status_code in (400, 404)
+    assert every_key(conn) == before
+
+
+def test_a_patch_naming_many_headers_is_refused_by_the_limit_without_quadratic_work(client: TestClient) -> None:
+    client.post(LIST, json={"triggers": [hook("https://a.example/", id="h", headers={"H1": "v"})]})
+    many = {f"h{i}": "v" for i in range(20_000)}
+    r = client.patch(one("h"), json={"headers": many})
+    details = assert_error(r, 400)["details"]
+    assert details[0]["path"] == "headers" and "at most" in details[0]["message"]
+    assert client.get(one("h")).json()["job"]["header_names"] == ["H1"]
+
+
+def test_a_patch_moving_the_url_to_another_host_must_send_the_headers_again(client: TestClient, conn: Redis) -> None:
+    secret = {"Authorization": "Bearer kept-secret"}
+    client.post(LIST, json={"triggers": [hook("https://api.example.com/a", id="s", headers=secret)]})
+    before = every_key(conn)
+    for url in ("https://attacker.example/a", "http://api.example.com/a", "https://api.example.com:8443/a"):
+        r = client.patch(one("s"), json={"url": url})
+        assert assert_error(r, 400)["details"][0]["path"] == "headers", url
+    assert every_key(conn) == before
+    # Same origin: the stored values stay. Another origin with the headers restated: allowed.
+    assert client.patch(one("s"), json={"url": "https://api.example.com/b"}).status_code == 200
+    moved = client.patch(one("s"), json={"url": "https://new.example/", "headers": {"Authorization": "Bearer new"}})
+    assert moved.status_code == 200 and moved.json()["job"]["header_names"] == ["Authorization"]
+
+
+def test_a_dry_run_over_the_trigger_limit_is_refused_like_the_write(redis_url: str, conn: Redis) -> None:
+    settings = make_engine_settings(redis_url, max_triggers_per_workspace=1)
+    with TestClient(create_app(settings)) as c:
+        c.post(LIST, json={"triggers": [hook("https://a.example/")]})
+        for params in ({"dry_run": "true"}, {}):
+            r = c.put(one("second"), json=hook("https://b.example/"), params=params)
+            assert assert_error(r, 400)["error"] == "Too many triggers", params
+
+
+def test_if_match_compares_strongly_and_if_none_match_names_etags(client: TestClient, conn: Redis) -> None:
+    etag = client.post(LIST, json={"triggers": [hook("https://a.example/")]}).headers["etag"]
+    before = every_key(conn)
+    for header in (f"W/{etag}", '"x 0"', '""', f'"{etag.strip(chr(34))} "'):
+        for params in ({"dry_run": "true"}, {}):
+            r = client.put(one("0"), json=hook("https://b.example/"), headers={"If-Match": header}, params=params)
+            assert r.status_code == 412, (header, params)
+    r = client.put(one("0"), json=hook("https://b.example/"), headers={"If-None-Match": etag})
+    assert assert_error(r, 412)["details"][0]["path"] == "headers.if-none-match"
+    assert every_key(conn) == before
+    r = client.put(one("0"), json=hook("https://b.example/"), headers={"If-None-Match": '"other"'})
+    assert r.status_code == 200
+
+
+def test_the_preview_refuses_unknown_fields(client: TestClient) -> None:
+    r = client.post("/api/cron/preview", json={"cron": "* * * * *", "timzone": "Europe/Paris"})
+    assert assert_error(r, 400)["details"][0]["path"] == "timzone"

@@ -26,11 +26,12 @@ from scheduler_api.api.deps import (
     TriggerId,
     WorkspaceId,
     cipher_of,
+    etags,
     quoted,
     redis_of,
     settings_of,
 )
-from scheduler_api.api.patches import merge_patch, trigger_as_input
+from scheduler_api.api.patches import merge_patch, moves_headers_elsewhere, trigger_as_input
 from scheduler_api.api.schemas import (
     ERRORS,
     WRITE_ERRORS,
@@ -175,6 +176,7 @@ def _write_one(
     create_only: bool,
     dry_run: bool,
     status_created: int,
+    none_match: tuple[str, ...] = (),
 ) -> JSONResponse:
     """Create or replace one trigger. `build` makes it from the snapshot the change is planned on,
     so a PATCH merges into what is stored at that moment (a concurrent write is never lost)."""
@@ -188,6 +190,9 @@ def _write_one(
                 "Precondition failed",
                 [{"path": "headers.if-none-match", "message": f"trigger {trigger_id!r} exists already"}],
             )
+        if snapshot.etag in none_match:
+            why = f'the workspace\'s ETag is "{snapshot.etag}", which If-None-Match names'
+            raise PreconditionFailed("Precondition failed", [{"path": "headers.if-none-match", "message": why}])
         if if_match is not None and if_match.strip() == "*" and not exists:
             raise PreconditionFailed(
                 "Precondition failed",
@@ -236,6 +241,7 @@ def put_trigger(
     if_none_match: str | None = IfNoneMatch,
 ) -> JSONResponse:
     create_only = if_none_match is not None and if_none_match.strip() == "*"
+    none_match = () if create_only else etags(if_none_match)
     return _write_one(
         request,
         workspace_id,
@@ -245,6 +251,7 @@ def put_trigger(
         create_only=create_only,
         dry_run=dry_run,
         status_created=201,
+        none_match=none_match,
     )
 
 
@@ -270,8 +277,12 @@ def patch_trigger(
         stored = snapshot.find(trigger_id)
         if stored is None:
             raise _not_found(workspace_id, trigger_id)
+        merged = merge_patch(trigger_as_input(stored, cipher), patch)
+        if moves_headers_elsewhere(stored.url, merged, patch):
+            why = "the url moves to another scheme, host or port: send the headers again (stored values never follow)"
+            raise InvalidRequest("Invalid request", [{"path": "headers", "message": why}])
         try:
-            return Trigger.model_validate(merge_patch(trigger_as_input(stored, cipher), patch))
+            return Trigger.model_validate(merged)
         except ValidationError as e:
             raise RequestValidationError(e.errors()) from None
 
