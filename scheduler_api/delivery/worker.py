@@ -4,6 +4,10 @@
 keeps one `DeliveryRuntime` - an event loop and a shared `httpx.AsyncClient` - for its whole
 life, so up to `WORKER_CONCURRENCY` requests are in flight per process with connection reuse.
 
+Failure rule: when rq's loop quits on an error outside a job (Redis unreachable for longer than the
+connection's retries, e.g. a slow failover), the loop is started again after `RESTART_AFTER_SECONDS`
+with a fresh registration; the process only ends on a signal (or in burst mode).
+
 Shutdown: on the first SIGTERM/SIGINT the worker takes no new job and the running batch starts
 no new request; requests in flight finish (each within `DELIVERY_TIMEOUT_SECONDS`), their
 outcomes are written and the firings not started go back to the outbox for another worker.
@@ -35,6 +39,7 @@ from scheduler_api.storage.prefetch import Prefetcher, run_in_thread
 log = logging.getLogger("scheduler_api.worker")
 
 PREFETCH_EVERY_SECONDS = 1.0
+RESTART_AFTER_SECONDS = 1.0  # pause before rq's loop is started again after it quit on an error
 GC_THRESHOLD = 50_000  # allocations between young-generation collections (Python's default: 700)
 
 
@@ -96,7 +101,20 @@ def run_worker(
         prefetcher = Prefetcher(conn, lookahead=settings.prefetch_seconds, warm=runtime.warm, busy=lambda: runtime.busy)
         run_in_thread(prefetcher, PREFETCH_EVERY_SECONDS, stop, time.time)
     try:
-        return bool(worker.work(burst=burst, logging_level=settings.log_level, **work_kwargs))
+        while True:
+            worked = bool(worker.work(burst=burst, logging_level=settings.log_level, **work_kwargs))
+            if burst or runtime.stopping:
+                return worked
+            # rq's loop quits on an error outside a job, e.g. Redis gone for longer than the
+            # connection's retries ride out (a slow failover): start it again instead of exiting.
+            log.warning("worker: rq's loop stopped on an error; starting it again in %gs", RESTART_AFTER_SECONDS)
+            deadline = time.monotonic() + RESTART_AFTER_SECONDS
+            while not runtime.stopping and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if runtime.stopping:
+                return worked
+            worker = DeliveryWorker([Queue(settings.queue_name, connection=conn)], connection=conn)
+            worker.runtime = runtime
     finally:
         stop.set()
         runtime.changes.stop()

@@ -5,8 +5,13 @@ tests/delivery/ in-process, and as real processes in tests/processes/test_worker
 from __future__ import annotations
 
 import gc
+from typing import Any
+
+import pytest
+from redis import Redis
 
 from scheduler_api.delivery import worker
+from scheduler_api.settings import Settings
 
 
 def test_tune_gc_freezes_start_up_objects_and_raises_the_young_threshold() -> None:
@@ -27,3 +32,23 @@ def test_tune_gc_freezes_start_up_objects_and_raises_the_young_threshold() -> No
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_rqs_loop_is_started_again_when_it_quits_on_an_error(
+    settings: Settings, conn: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rq's loop returns after an error outside a job (Redis gone longer than the retries ride out):
+    the worker starts it again, with a fresh registration, until it is asked to stop."""
+    calls: list[str] = []
+
+    def work(self: worker.DeliveryWorker, **kwargs: Any) -> bool:
+        calls.append(self.name)
+        if len(calls) == 2:
+            assert self.runtime is not None
+            self.runtime.stopping = True  # what SIGTERM does
+        return False
+
+    monkeypatch.setattr(worker, "RESTART_AFTER_SECONDS", 0.01)
+    monkeypatch.setattr(worker.DeliveryWorker, "work", work)
+    worker.run_worker(settings, conn)
+    assert len(calls) == 2 and calls[0] != calls[1]
