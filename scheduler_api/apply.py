@@ -1,11 +1,13 @@
 """`scheduler-api apply` and `get`: a workspace's triggers as a file, planned and applied over the HTTP API.
 
 The file is YAML or JSON (``.json``: JSON; anything else, ``-`` for stdin: YAML), ``{"triggers": [...]}``
-with the triggers exactly as ``POST /api/workspaces/{ws}/triggers`` takes them. Header values may
+with the triggers exactly as ``POST /api/workspaces/{ws}/triggers`` takes them (a time YAML reads as a
+date, such as an unquoted ``at``, is sent as the ISO 8601 text it was). Header values may
 say ``${NAME}``, replaced with the environment variable NAME (only in header values; ``$${`` writes
 a literal ``${``). `apply` plans with ``?dry_run=true``, prints the plan, then sends the same list
 with ``If-Match`` set to the ETag the plan was made against. `get` writes the file back: ids
-included, fields at their defaults left out, header values as the `SECRET` placeholder.
+included, fields at their defaults left out (the delivery policy's too), one-offs with their ``at``
+and no ``cron``, header values as the `SECRET` placeholder.
 
 Failure rules: every failure is an `ApplyError` whose message is what the CLI prints (exit 1), and
 nothing is applied: a file that cannot be read or is not ``{"triggers": [list]}``; a ``${NAME}``
@@ -27,6 +29,7 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
@@ -41,7 +44,19 @@ _MIN_MASKED = 4  # shorter header values are not searched for in output (they wo
 _VAR = re.compile(r"\$(\$?)\{([^}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DEFAULTS: dict[str, Any] = {"timezone": "UTC", "enabled": True, "payload": None, "headers": {}}
-_FIELDS = ("id", "cron", "url", "method", "timezone", "enabled", "headers", "payload")
+_FIELDS = ("id", "cron", "at", "url", "method", "timezone", "enabled", "headers", "payload")
+# The delivery policy and schedule bounds: written by `get` when the API shows them (only when set).
+_POLICY = (
+    "timeout_seconds",
+    "retry",
+    "final_statuses",
+    "success",
+    "overlap",
+    "start_at",
+    "end_at",
+    "max_firings",
+    "jitter_seconds",
+)
 
 
 class ApplyError(Exception):
@@ -98,7 +113,13 @@ def load_file(path: str) -> list[dict[str, Any]]:
     for i, t in enumerate(doc["triggers"]):
         if not isinstance(t, dict):
             raise ApplyError(f"{path}: triggers[{i}] must be a mapping of the trigger's fields")
-    return list(doc["triggers"])
+    return [_times_as_text(t) for t in doc["triggers"]]
+
+
+def _times_as_text(trigger: dict[str, Any]) -> dict[str, Any]:
+    """YAML reads an unquoted ``at: 2027-01-01T09:00:00Z`` as a date: sent as the ISO 8601 text it was
+    (a date or a time without an offset is then refused by the API, as it would be in JSON)."""
+    return {k: v.isoformat() if isinstance(v, date | datetime) else v for k, v in trigger.items()}
 
 
 def substitute(triggers: list[dict[str, Any]], environ: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -264,7 +285,8 @@ def fetch(client: httpx.Client, workspace: str) -> dict[str, Any]:
     for job in jobs:
         t: dict[str, Any] = {
             "id": job["id"],
-            "cron": job["cron"],
+            "cron": job.get("cron"),
+            "at": job.get("at"),
             "url": job["url"],
             "method": job["method"],
             "timezone": job.get("timezone"),
@@ -277,7 +299,9 @@ def fetch(client: httpx.Client, workspace: str) -> dict[str, Any]:
             if "payload" not in job:
                 hidden.append(job["id"])
             t["payload"] = job.get("payload")
-        triggers.append({k: t[k] for k in _FIELDS if k in t and (k not in _DEFAULTS or t[k] != _DEFAULTS[k])})
+        t |= {name: job[name] for name in _POLICY if job.get(name) is not None}
+        shown = [k for k in (*_FIELDS, *_POLICY) if t.get(k) is not None]
+        triggers.append({k: t[k] for k in shown if k not in _DEFAULTS or t[k] != _DEFAULTS[k]})
     if hidden:
         raise ApplyError(f"the API does not show the payload of {', '.join(hidden)}: get cannot write a faithful file")
     return {"triggers": triggers}

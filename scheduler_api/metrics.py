@@ -85,6 +85,7 @@ class RedisCollector(Collector):
             ("delivered", Counter.OUTCOME_DELIVERED),
             ("failed", Counter.OUTCOME_FAILED),
             ("blocked", Counter.OUTCOME_BLOCKED),
+            ("skipped", Counter.OUTCOME_SKIPPED),
         ):
             deliveries.add_metric([outcome], counters.get(counter, 0))
         yield deliveries

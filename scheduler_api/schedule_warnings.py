@@ -11,11 +11,15 @@ The rules, over the `HORIZON_DAYS` (366) days after `now`:
   a fixed hour fires once, in the first occurrence; a ``*`` or step hour fires in both.
   Both DST rules give one warning per transition, naming its date; a UTC trigger never gets them.
 * ``overlap_risk``: two consecutive runs (of those read, see Bounds) are closer than one firing can last
-  at worst (`DeliveryPolicy.worst_case_seconds`): two firings of the trigger can be in flight at once.
+  at worst (`DeliveryPolicy.worst_case_seconds`, with the trigger's own ``timeout_seconds`` and
+  ``retry`` where it sets them): two firings of the trigger can be in flight at once. With an
+  ``overlap`` of ``skip`` or ``buffer_one`` the warning stays (firings will be skipped or delayed:
+  the schedule is still denser than the target) and its message says what the policy does.
 * ``rare``: fewer than two runs; the message gives the next run.
 * ``burst`` (path ``triggers``): more than `BURST_LIMIT` triggers due in the same second to the same
   host (lower-cased, any port), comparing the first `BURST_RUNS` runs of each.
 
+One-off triggers (``at``, no cron) get none of these.
 Disabled triggers are warned about like enabled ones, and count towards a burst: a warning describes
 the schedule as written, which is what fires once the trigger is enabled.
 
@@ -34,7 +38,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -60,11 +64,13 @@ Detail = dict[str, str]
 @dataclass(frozen=True)
 class DeliveryPolicy:
     """How long one firing may take: each attempt's timeout, the retries after the first attempt,
-    and the backoff base (retry n waits up to ``backoff_seconds * 2**(n-1)``)."""
+    and the backoff base (retry n waits up to ``backoff_seconds * 2**(n-1)``, at most
+    ``max_backoff_seconds``)."""
 
     timeout_seconds: float
     max_retries: int
     backoff_seconds: float
+    max_backoff_seconds: float = 3600.0  # the DELIVERY_MAX_BACKOFF_SECONDS default
 
     def __post_init__(self) -> None:
         if self.timeout_seconds <= 0 or self.max_retries < 0 or self.backoff_seconds < 0:
@@ -72,12 +78,23 @@ class DeliveryPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryPolicy:
-        return cls(settings.delivery_timeout_seconds, settings.delivery_max_retries, settings.delivery_backoff_seconds)
+        return cls(
+            settings.delivery_timeout_seconds,
+            settings.delivery_max_retries,
+            settings.delivery_backoff_seconds,
+            settings.delivery_max_backoff_seconds,
+        )
+
+    def of_trigger(self, trigger: Trigger) -> DeliveryPolicy:
+        """This policy with the trigger's own ``timeout_seconds`` and ``retry`` keys where it sets them."""
+        own = {"timeout_seconds": trigger.timeout_seconds, **(trigger.retry.model_dump() if trigger.retry else {})}
+        given = {name: value for name, value in own.items() if value is not None}
+        return replace(self, **given) if given else self
 
     @property
     def backoff_total(self) -> float:
-        """The backoffs between the attempts, each at the top of its jitter."""
-        return self.backoff_seconds * ((1 << self.max_retries) - 1)
+        """The backoffs between the attempts, each at the top of its jitter and within the cap."""
+        return sum(min(self.backoff_seconds * (1 << n), self.max_backoff_seconds) for n in range(self.max_retries))
 
     @property
     def worst_case_seconds(self) -> float:
@@ -115,10 +132,13 @@ def schedule_warnings(
     policy: DeliveryPolicy | Callable[[Trigger], DeliveryPolicy],
 ) -> list[Detail]:
     """The warnings of `items`, (path, trigger) pairs: each trigger's in item order, then the bursts.
-    `policy` is one for all, or a function giving each trigger's own."""
+    `policy` is the defaults (each trigger's own timeout and retries applied over them,
+    `DeliveryPolicy.of_trigger`), or a function giving each trigger's policy."""
     horizon = now + HORIZON_DAYS * 86_400
     crons: dict[int, Cron] = {}
     for i, (_, trigger) in enumerate(items):
+        if trigger.cron is None:
+            continue  # a one-off
         try:
             crons[i] = parse(trigger.cron, trigger.timezone or "UTC")
         except CronError:
@@ -136,13 +156,13 @@ def schedule_warnings(
         if key not in schedules:
             if cron.tz != "UTC" and cron.tz not in shifts:
                 shifts[cron.tz] = _shifts(ZoneInfo(cron.tz), now, horizon)
-            schedules[key] = _read(cron, trigger.cron, now, horizon, cap, shifts.get(cron.tz, []))
+            schedules[key] = _read(cron, trigger.cron or cron.expr, now, horizon, cap, shifts.get(cron.tz, []))
         schedule = schedules[key]
         if schedule is None:
             continue
         out.extend({"path": path, "code": code, "message": message} for code, message in schedule.dst)
-        trigger_policy = policy if isinstance(policy, DeliveryPolicy) else policy(trigger)
-        overlap = _overlap(schedule.gap, trigger_policy)
+        trigger_policy = policy.of_trigger(trigger) if isinstance(policy, DeliveryPolicy) else policy(trigger)
+        overlap = _overlap(schedule.gap, trigger_policy, trigger.overlap or "allow")
         if overlap:
             out.append({"path": path, "code": "overlap_risk", "message": overlap})
         if len(schedule.runs) < 2 and schedule.beyond is not None:
@@ -229,17 +249,24 @@ def _repeated(schedule: _Schedule, shift: _Shift) -> tuple[str, str] | None:
     return "dst_repeated", f"{head}: its hour is fixed, so it fires {when}"
 
 
-def _overlap(shortest: tuple[float, float] | None, policy: DeliveryPolicy) -> str | None:
+_OVERLAP_HANDLED = {
+    "skip": "its overlap policy skip will skip a firing due while another is active",
+    "buffer_one": "its overlap policy buffer_one will delay a firing due while another is active (skip any more)",
+}
+
+
+def _overlap(shortest: tuple[float, float] | None, policy: DeliveryPolicy, mode: str) -> str | None:
     worst = policy.worst_case_seconds
     if shortest is None or shortest[0] >= worst:
         return None
     gap, at = shortest
-    return (
+    head = (
         f"runs as little as {_duration(gap)} apart ({iso(at)} and {iso(at + gap)}), but one firing can take up to "
         f"{_duration(worst)} ({policy.timeout_seconds:g} s timeout x {policy.max_retries + 1} attempts + "
-        f"{policy.backoff_total:g} s of backoff between them): two firings of it can be in flight at once; "
-        "space the runs further apart or lower the timeout or retries"
+        f"{policy.backoff_total:g} s of backoff between them): "
     )
+    what = _OVERLAP_HANDLED.get(mode, "two firings of it can be in flight at once")
+    return head + f"{what}; space the runs further apart or lower the timeout or retries"
 
 
 def _rare(runs: list[float], beyond: float) -> str:

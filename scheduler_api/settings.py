@@ -45,9 +45,15 @@ class Settings(BaseSettings):
     delivery_max_retries: int = Field(3, ge=0, le=20)
     # Base of the exponential backoff: retry n waits about base * 2**(n-1) seconds, jittered.
     delivery_backoff_seconds: float = Field(1.0, ge=0)
+    # The longest backoff between two retries (a trigger's retry.max_backoff_seconds by default).
+    delivery_max_backoff_seconds: float = Field(3600.0, gt=0)
+    # The highest timeout_seconds a trigger may set.
+    max_delivery_timeout_seconds: float = Field(300.0, ge=1)
+    # A 429 or 503 answer's Retry-After is honoured up to this many seconds.
+    retry_after_max_seconds: float = Field(3600.0, ge=0)
+    # How much of a response body a trigger's success.body_contains is looked for in.
+    success_body_max_bytes: int = Field(65_536, ge=1, le=16_777_216)
     worker_concurrency: int = Field(10, ge=1, le=10_000)
-    # Requests one workspace may have in flight in one worker process (of its WORKER_CONCURRENCY
-    # lanes): a tenant with slow targets cannot hold every lane (scheduler_api.delivery.lanes).
     # A worker that stops renewing its lease for this long is presumed dead; its unfinished
     # firings are handed to another worker.
     worker_lease_seconds: float = Field(30.0, gt=0)

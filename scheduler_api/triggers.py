@@ -27,6 +27,10 @@ each answered with a 400 whose `details[].path` names the field (``triggers[1].c
   `scheduler_api.cron`.
 * ``enabled``: optional boolean, default true; a disabled trigger keeps its schedule, shows
   ``paused: true`` and does not fire.
+* ``at`` (a one-off trigger's time, instead of ``cron``: exactly one of the two) and the delivery
+  policy and bounds fields: their input models and rules are in `scheduler_api.policy` (README
+  "Delivery policies"); ``at`` in the future is checked where the write is planned
+  (scheduler_api.storage.edits), so an unchanged ``at`` of a trigger that has fired is kept.
 * Unknown fields are rejected, so that a typo (``header``) is not silently ignored.
 """
 
@@ -34,16 +38,27 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from scheduler_api import cron as cronlib
 from scheduler_api.errors import CronError, InvalidRequest
+from scheduler_api.policy import IsoTime, RetryConfig, Seconds, StatusList, SuccessCheck, policy_input
 
 WORKSPACE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 # 1-64 characters (the length is checked where it is used), not dots only: a client's url library
@@ -76,11 +91,15 @@ RESERVED_HEADERS = frozenset(
 )
 
 
+MAX_AT_YEARS = 10
+
+
 class Limits(Protocol):
     max_payload_bytes: int
     max_headers: int
     max_header_bytes: int
     max_url_length: int
+    max_delivery_timeout_seconds: float
 
 
 def check_workspace_id(workspace_id: str) -> str | None:
@@ -137,17 +156,51 @@ class Trigger(BaseModel):
         min_length=1,
         max_length=64,
     )
-    cron: StrictStr = Field(description="Cron expression: 5 fields, or 6 with seconds first, or @hourly etc.")
+    cron: StrictStr | None = Field(
+        None, description="Cron expression: 5 fields, or 6 with seconds first, or @hourly etc. (or give `at`)."
+    )
     url: StrictStr = Field(description="Absolute http(s) URL the request is sent to.")
     method: Method = Field(description="HTTP method.")
     payload: dict[str, Any] | None = Field(None, description="JSON body for POST/PUT/PATCH.")
     headers: dict[str, StrictStr] | None = Field(None, description="Extra request headers (values are secret).")
     timezone: StrictStr | None = Field(None, description="IANA time zone the cron is read in; default UTC.")
     enabled: StrictBool = Field(True, description="A disabled trigger keeps its schedule but does not fire.")
+    at: IsoTime | None = Field(None, description="A one-off trigger's time, instead of `cron`.")
+    timeout_seconds: Seconds | None = Field(None, ge=1, description="Per-attempt timeout (default the setting's).")
+    retry: RetryConfig | None = None
+    final_statuses: StatusList | None = Field(None, description="Statuses that fail the firing without retries.")
+    success: SuccessCheck | None = None
+    overlap: Literal["allow", "skip", "buffer_one"] | None = Field(
+        None, description="What a firing due while another of this trigger is active does (default allow)."
+    )
+    start_at: IsoTime | None = Field(None, description="No firing before this time.")
+    end_at: IsoTime | None = Field(None, description="No firing after this time.")
+    max_firings: StrictInt | None = Field(None, ge=1, le=1_000_000_000, description="End after this many firings.")
+    jitter_seconds: StrictInt | None = Field(None, ge=0, le=3600, description="Send each firing up to this late.")
+
+    @model_validator(mode="after")
+    def _schedule(self) -> Trigger:
+        if (self.cron is None) == (self.at is None):
+            raise ValueError("exactly one of cron and at is required (cron for a schedule, at for a one-off)")
+        if self.at is not None:
+            extra = [name for name in ("start_at", "end_at", "max_firings") if getattr(self, name) is not None]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} apply to cron triggers only, not with at")
+            if self.at.timestamp() > time.time() + MAX_AT_YEARS * 365.25 * 86_400:
+                raise ValueError(f"at must be at most {MAX_AT_YEARS} years ahead")
+        if self.start_at is not None and self.end_at is not None and self.end_at <= self.start_at:
+            raise ValueError("end_at must be after start_at")
+        return self
+
+    def policy_dict(self) -> dict[str, Any]:
+        """The policy fields that are set, in the stored form (scheduler_api.policy.Policy)."""
+        return policy_input(self)
 
     @field_validator("cron")
     @classmethod
-    def _cron(cls, value: str) -> str:
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             cronlib.validate(value)
         except CronError as e:
@@ -259,6 +312,13 @@ def check_limits(
     for i, t in enumerate(triggers):
         at = paths[i] if paths is not None else f"triggers[{i}]"
         dot = "." if at else ""
+        if t.timeout_seconds is not None and t.timeout_seconds > limits.max_delivery_timeout_seconds:
+            details.append(
+                {
+                    "path": f"{at}{dot}timeout_seconds",
+                    "message": f"must be at most {limits.max_delivery_timeout_seconds:g} seconds",
+                }
+            )
         if len(t.url) > limits.max_url_length:
             details.append({"path": f"{at}{dot}url", "message": f"must be at most {limits.max_url_length} characters"})
         if t.payload is not None:

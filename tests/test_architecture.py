@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "metrics": 3,
     "storage": 2,
     "triggers": 1,
+    "policy": 1,
     "cron": 1,
     "cron_syntax": 1,
     "ssrf": 1,

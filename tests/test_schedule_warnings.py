@@ -14,7 +14,7 @@ import pytest
 from scheduler_api import cron
 from scheduler_api.schedule_warnings import MAX_RUNS, DeliveryPolicy, schedule_warnings
 from scheduler_api.settings import Settings
-from scheduler_api.triggers import Trigger
+from scheduler_api.triggers import RetryConfig, Trigger
 from tests.support.clock import parse
 
 NY = "America/New_York"
@@ -23,6 +23,7 @@ DEFAULT = DeliveryPolicy(timeout_seconds=30, max_retries=3, backoff_seconds=1)  
 
 JUNE_2026 = parse("2026-06-01T00:00:00+00:00")
 JUNE_2027 = parse("2027-06-01T00:00:00+00:00")
+JUNE_2027_ISO = "2027-06-01T00:00:00+00:00"
 
 
 def trigger(
@@ -283,3 +284,26 @@ def test_a_thousand_distinct_rare_crons() -> None:
     warnings = schedule_warnings(items, now=JUNE_2027, policy=DEFAULT)
     assert codes(warnings) == ["rare"] * 1000
     assert warnings[999]["message"].startswith("fires only once in the next 366 days, at 2028-02-29T16:39:00Z")
+
+
+def test_a_trigger_s_own_timeout_and_retries_apply_over_the_defaults() -> None:
+    own = Trigger(cron="*/2 * * * *", url="https://api.example.com/x", method="POST", timeout_seconds=10)
+    assert DEFAULT.of_trigger(own) == DeliveryPolicy(timeout_seconds=10, max_retries=3, backoff_seconds=1)
+    assert warn("*/2 * * * *") != [] and schedule_warnings([("t", own)], now=JUNE_2026, policy=DEFAULT) == []
+    retry = {"max_retries": 10, "backoff_seconds": 2, "max_backoff_seconds": 8}
+    capped = DEFAULT.of_trigger(own.model_copy(update={"retry": RetryConfig(**retry)}))
+    assert capped.backoff_total == 2 + 4 + 8 * 8  # each wait capped at max_backoff_seconds
+    assert DEFAULT.of_trigger(trigger("* * * * *")) is DEFAULT
+
+
+def test_a_one_off_gets_no_schedule_warning() -> None:
+    once = Trigger(at=JUNE_2027_ISO, url="https://api.example.com/x", method="POST", timeout_seconds=300)
+    items = [(f"triggers[{i}]", once) for i in range(101)]
+    assert schedule_warnings(items, now=JUNE_2026, policy=DEFAULT) == []
+
+
+def test_overlap_risk_says_what_the_overlap_policy_does() -> None:
+    slow = Trigger(cron="* * * * *", url="https://a.example/", method="POST", timeout_seconds=60, overlap="buffer_one")
+    [warning] = schedule_warnings([("t", slow)], now=JUNE_2026, policy=DEFAULT)
+    assert warning["code"] == "overlap_risk"
+    assert "its overlap policy buffer_one will delay a firing due while another is active" in warning["message"]

@@ -62,7 +62,6 @@ def test_cron_accepted(cron: str) -> None:
         ("not a cron", "5 fields"),
         ("", "empty"),
         (5, "valid string"),
-        (None, "valid string"),
         (["*", "*", "*", "*", "*"], "valid string"),
     ],
 )
@@ -70,6 +69,14 @@ def test_cron_rejected(cron: Any, fragment: str) -> None:
     loc, msg = only_error(trigger(cron=cron))
     assert loc == ("cron",)
     assert fragment in msg
+
+
+def test_cron_or_at_exactly_one() -> None:
+    for fields in ({"cron": None}, {"at": "2030-01-01T00:00:00Z"}):
+        loc, msg = only_error(trigger(**fields))
+        assert loc == ()
+        assert "exactly one of cron and at" in msg
+    assert Trigger.model_validate({**trigger(cron=None), "at": "2030-01-01T00:00:00+01:00"}).at is not None
 
 
 @pytest.mark.parametrize(
@@ -202,7 +209,7 @@ def test_unknown_fields_rejected(field: str) -> None:
 
 def test_required_fields() -> None:
     locs = {tuple(e["loc"]) for e in errors_of({})}
-    assert locs == {("cron",), ("url",), ("method",)}
+    assert locs == {("url",), ("method",)}  # and exactly one of cron and at, checked once these are valid
 
 
 def test_replace_body() -> None:

@@ -17,6 +17,7 @@ Rules, for every endpoint:
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
@@ -40,6 +41,7 @@ from scheduler_api.errors import (
     StoreUnavailable,
     Unauthorized,
 )
+from scheduler_api.triggers import Trigger
 
 log = logging.getLogger("scheduler_api.api")
 
@@ -91,6 +93,21 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out or "body"
 
 
+# An error about a whole trigger (a rule across fields, such as "exactly one of cron and at") is
+# placed at the first trigger field its message names: `triggers[1].cron`, or `cron` for one trigger.
+_TRIGGER_FIELDS = re.compile(r"\b(" + "|".join(sorted(Trigger.model_fields, key=len, reverse=True)) + r")\b")
+
+
+def _located(err: dict[str, Any]) -> tuple[int | str, ...]:
+    loc = tuple(err.get("loc", ()))
+    whole = not loc or loc == ("body",) or isinstance(loc[-1], int)
+    if whole and err.get("type") == "value_error":
+        named = _TRIGGER_FIELDS.search(str(err.get("msg", "")))
+        if named:
+            return (*loc, named.group(1))
+    return loc
+
+
 def _message(err: dict[str, Any]) -> str:
     msg = str(err.get("msg", "invalid"))
     return msg.removeprefix("Value error, ")
@@ -105,7 +122,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(
             error_body("Malformed JSON body", [{"path": "body", "message": str(reason)}]), status_code=400
         )
-    details = [{"path": _path(tuple(e.get("loc", ()))), "message": _message(e)} for e in errors]
+    details = [{"path": _path(_located(e)), "message": _message(e)} for e in errors]
     return JSONResponse(error_body("Invalid request", details), status_code=400)
 
 

@@ -5,22 +5,33 @@ validated as a whole like any new trigger. Rules:
 * a member set to ``null`` is removed (so it takes its default, or is missing and refused);
 * objects merge recursively (``payload`` as RFC 7396 says); anything else replaces;
 * ``headers`` merge by name, case-insensitively: a header the patch does not name keeps its stored
-  (secret) value, ``"Name": null`` removes it, ``"headers": null`` removes them all.
+  (secret) value, ``"Name": null`` removes it, ``"headers": null`` removes them all;
+* the policy fields are patched like any other: ``"retry": {"max_retries": 5}`` keeps the stored
+  backoff, ``"retry": null`` returns to the settings' defaults; a one-off's ``at`` and the times
+  ``start_at`` / ``end_at`` are given back in ISO 8601 UTC, so an untouched one is unchanged.
+A rule that involves several fields (exactly one of ``cron`` and ``at``; ``end_at`` after
+``start_at``) is reported at the first field its message names (`located`).
 Failure rule: stored header values that cannot be decrypted (``SECRETS_KEY`` rotated too early)
 make the patch a 400 that says so; nothing is changed.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from scheduler_api import cron as cronlib
+from scheduler_api.api.views import policy_view
 from scheduler_api.errors import InvalidRequest, SecretsError
 from scheduler_api.header_crypto import HeaderCipher
 from scheduler_api.storage.triggers import StoredTrigger
+from scheduler_api.triggers import Trigger
+
+_FIELD_NAMES = re.compile(r"\b(" + "|".join(sorted(Trigger.model_fields, key=len, reverse=True)) + r")\b")
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
+def merge_patch(target: Any, patch: Any, *, top: bool = True) -> Any:
     """RFC 7396 section 2, with the `headers` rule of the module docstring at the top level."""
     if not isinstance(patch, dict):
         return patch
@@ -28,10 +39,10 @@ def merge_patch(target: Any, patch: Any) -> Any:
     for name, value in patch.items():
         if value is None:
             out.pop(name, None)
-        elif name == "headers" and target is not None and isinstance(value, dict) and "cron" in out:
+        elif name == "headers" and top and isinstance(value, dict):
             out[name] = _merge_headers(out.get(name) or {}, value)
         else:
-            out[name] = merge_patch(out.get(name), value)
+            out[name] = merge_patch(out.get(name), value, top=False)
     return out
 
 
@@ -75,11 +86,15 @@ def trigger_as_input(stored: StoredTrigger, cipher: HeaderCipher | None) -> dict
             "Invalid request",
             [{"path": "headers", "message": f"the stored values cannot be read: {e}; PUT the trigger"}],
         ) from None
-    body: dict[str, Any] = {"cron": stored.cron, "url": stored.url, "method": stored.method}
+    body: dict[str, Any] = {"url": stored.url, "method": stored.method}
+    if stored.cron is not None:
+        body["cron"] = stored.cron
+    if stored.at is not None:
+        body["at"] = cronlib.iso(stored.at)
     if stored.payload is not None:
         body["payload"] = stored.payload
     if headers:
         body["headers"] = headers
     body["timezone"] = stored.timezone
     body["enabled"] = stored.enabled
-    return body
+    return body | policy_view(stored)

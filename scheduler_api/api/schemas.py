@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
+
+from scheduler_api.triggers import TRIGGER_ID, WORKSPACE_ID
+
+State = Literal["active", "paused", "disabled", "ended"]
 
 
 class Job(BaseModel):
     jobId: str = Field(description="`{workspace_id}:{id}`")
     jobName: str = Field(description="`{workspace_id}-trigger-{id}`")
-    cron: str
+    cron: str | None = Field(description="The cron expression; null for a one-off trigger (`at`).")
+    at: str | None = Field(None, description="A one-off trigger's time, ISO 8601 UTC (only for one-offs).")
     url: str
     method: str
     id: str = Field(description="The trigger's id (its index in the list when none was given).")
+    state: State = Field(
+        description="ended (a one-off that fired, past end_at or max_firings), else disabled (enabled: false), "
+        "else paused (workspace paused), else active."
+    )
+
+
+class RetryView(BaseModel):
+    max_retries: int | None = None
+    backoff_seconds: float | None = None
+    max_backoff_seconds: float | None = None
+
+
+class SuccessView(BaseModel):
+    status: list[int | str] | None = None
+    body_contains: str | None = None
 
 
 class ListedJob(Job):
@@ -23,6 +43,16 @@ class ListedJob(Job):
     timezone: str = "UTC"
     enabled: bool = True
     paused: bool = Field(False, description="True when the trigger is disabled or its workspace is paused.")
+    # The delivery policy: only the fields the trigger sets are shown.
+    timeout_seconds: float | None = None
+    retry: RetryView | None = None
+    final_statuses: list[int | str] | None = None
+    success: SuccessView | None = None
+    overlap: Literal["allow", "skip", "buffer_one"] | None = None
+    start_at: str | None = Field(None, description="ISO 8601 UTC.")
+    end_at: str | None = Field(None, description="ISO 8601 UTC.")
+    max_firings: int | None = None
+    jitter_seconds: int | None = Field(None, description="next_run_at and next_runs include each firing's offset.")
 
 
 class Warning(BaseModel):
@@ -85,7 +115,9 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
 class TriggerDetail(ListedJob):
     payload: dict[str, Any] | None = Field(None, description="The JSON body (header values stay secret).")
     description: str = Field(description="The schedule in words.")
-    next_runs: list[str] = Field(description="The next 5 run times, ISO 8601 UTC.")
+    next_runs: list[str] = Field(
+        description="The next 5 send times (jitter included, within start_at / end_at), ISO 8601 UTC; none once ended."
+    )
 
 
 class PutResponse(BaseModel):
@@ -133,6 +165,13 @@ class PreviewRequest(BaseModel):
     after: Annotated[AwareDatetime, BeforeValidator(_iso_text)] | None = Field(
         None, description="Show the runs after this instant (ISO 8601 with an offset or Z); default now."
     )
+    jitter_seconds: StrictInt = Field(0, ge=0, le=3600, description="The trigger's jitter_seconds.")
+    workspace_id: StrictStr | None = Field(
+        None, pattern=WORKSPACE_ID.pattern, description="With jitter: the workspace (offsets derive from firing ids)."
+    )
+    trigger_id: StrictStr | None = Field(
+        None, pattern=TRIGGER_ID.pattern, min_length=1, max_length=64, description="With jitter: the trigger's id."
+    )
 
 
 class PreviewResponse(BaseModel):
@@ -140,7 +179,8 @@ class PreviewResponse(BaseModel):
     cron: str
     timezone: str
     description: str
-    next_runs: list[str]
+    next_runs: list[str] = Field(description="Send times: the nominal run times plus the jitter offsets.")
+    nominal_runs: list[str] | None = Field(None, description="With jitter_seconds > 0: the nominal run times.")
 
 
 class PauseResponse(BaseModel):
@@ -164,6 +204,10 @@ class Attempt(BaseModel):
     error: str | None = None
     message: str | None = None
     body: str | None = None
+    retry_after: float | None = Field(
+        None,
+        description="Only when a 429 or 503 carried Retry-After: the seconds the next attempt waited for (capped).",
+    )
 
 
 class Delivery(BaseModel):
@@ -171,12 +215,14 @@ class Delivery(BaseModel):
     jobId: str
     workspace_id: str | None = None
     scheduled_at: str
-    outcome: str = Field(description="delivered, failed, retrying, missed or blocked")
+    outcome: str = Field(description="delivered, failed, retrying, missed, blocked or skipped")
     attempts: list[Attempt] = Field(default_factory=list)
     finished_at: str | None = None
     next_attempt_at: str | None = Field(None, description="When a retrying firing is tried again.")
     late_seconds: float | None = Field(None, description="How late a missed firing was when a scheduler saw it.")
     missed_since: str | None = Field(None, description="The first run time a missed firing's scheduler passed over.")
+    reason: str | None = Field(None, description='Why a skipped firing was not sent: "overlap".')
+    active_id: str | None = Field(None, description="A skipped firing: the firing of its trigger that was active.")
 
 
 class DeliveriesResponse(BaseModel):

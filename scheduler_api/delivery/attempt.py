@@ -9,9 +9,26 @@ trigger's own, if it has one), `X-Scheduler-Workspace`, `X-Scheduler-Trigger` (t
 followed.
 
 `send` never raises: every failure becomes the returned `Attempt`'s `error` (``timeout``,
-``blocked`` by the SSRF guard, the transport's error class...), and `Attempt.final` marks one that
-no retry can fix (a blocked target, an url or header that cannot be sent). Which attempts are
-retried, and when, is decided in `scheduler_api.delivery.retry`.
+``blocked`` by the SSRF guard, ``assertion``, the transport's error class...), and `Attempt.final`
+marks one that no retry can fix (a blocked target, an url or header that cannot be sent). Which
+attempts are retried, and when, is decided in `scheduler_api.delivery.retry`.
+
+A trigger's delivery policy (scheduler_api.policy; a trigger without one is sent exactly as
+before, with no extra work):
+* ``timeout_seconds`` bounds the whole exchange of each attempt in place of
+  ``DELIVERY_TIMEOUT_SECONDS``; a timeout's message names the seconds that applied;
+* what is delivered (`Attempt.ok`): any 2xx by default. With ``success.status`` the status must
+  be one of its codes or classes, else the attempt fails with error ``assertion`` and the message
+  ``expected status <the list>; got <status>``. With ``success.body_contains`` (a status that
+  passed) the text, as UTF-8 bytes, must occur in the first ``SUCCESS_BODY_MAX_BYTES`` of the
+  decompressed body (a plain substring: no pattern a tenant writes costs super-linear time),
+  else error ``assertion``, ``the response did not contain '<text>' in its first <n> bytes``.
+  Only then is more than the excerpt read. A non-2xx answer of a trigger without ``success.status``
+  is a plain failed attempt (its status, no error), as before;
+* ``Retry-After`` (every trigger): on a 429 or 503 answer its value, delta-seconds or an
+  HTTP-date (`retry_after_seconds`; negative or past: 0, unreadable: ignored), capped at
+  ``RETRY_AFTER_MAX_SECONDS``, is `Attempt.retry_after` and shows in the attempt's record as
+  ``retry_after``; the retry waits at least that long. The header of any other status is not read.
 
 What the tenant sees of an attempt (`Attempt.as_dict`, stored in its record) tells it nothing
 about the service's network: a blocked attempt's message is ``blocked by the SSRF guard (host
@@ -27,6 +44,8 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any
 
@@ -34,7 +53,8 @@ import httpx
 
 from scheduler_api import __version__, signing
 from scheduler_api import cron as cronlib
-from scheduler_api.delivery.http import DeliveryClient, aiohttp_url
+from scheduler_api.delivery.http import TIMEOUT_EXTENSION, DeliveryClient, aiohttp_url
+from scheduler_api.policy import Policy
 from scheduler_api.settings import Settings
 from scheduler_api.ssrf import TargetPolicy, blocked_in_chain
 from scheduler_api.storage.firings import Firing
@@ -60,6 +80,8 @@ class SendOptions:
     excerpt_bytes: int
     policy: TargetPolicy
     signing_secrets: tuple[str, ...] = ()
+    success_body_bytes: int = 65_536  # how much of a body `success.body_contains` looks in
+    retry_after_max: float = 3600.0  # the longest Retry-After honoured
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SendOptions:
@@ -68,6 +90,8 @@ class SendOptions:
             excerpt_bytes=settings.response_excerpt_bytes,
             policy=TargetPolicy.from_settings(settings),
             signing_secrets=tuple(s.strip() for s in settings.signing_secrets.split(",") if s.strip()),
+            success_body_bytes=settings.success_body_max_bytes,
+            retry_after_max=settings.retry_after_max_seconds,
         )
 
 
@@ -77,7 +101,8 @@ def build_request(trigger: StoredTrigger, firing: Firing, options: SendOptions) 
     A `User-Agent` among the trigger's headers is replaced by ours (one header line, not two).
     The body is given as a
     ready stream, so httpx adds no headers of its own: the transport sets Host and
-    Content-Length from the url and the bytes.
+    Content-Length from the url and the bytes. A trigger's ``timeout_seconds`` travels in the
+    request's extensions (scheduler_api.delivery.http.TIMEOUT_EXTENSION).
     """
     has_body = trigger.method in BODY_METHODS and trigger.payload is not None
     content = trigger.payload_json if has_body else b""
@@ -94,11 +119,14 @@ def build_request(trigger: StoredTrigger, firing: Firing, options: SendOptions) 
     ]
     if options.signing_secrets:
         headers.append((signing.HEADER.encode("ascii"), signing.sign(options.signing_secrets, content).encode("ascii")))
+    policy = trigger.policy
+    timeout = policy.timeout_seconds if policy is not None else None
     request = httpx.Request(
         trigger.method,
         parsed_url(trigger.url),
         headers=headers,
         stream=httpx.ByteStream(content),
+        extensions={TIMEOUT_EXTENSION: timeout} if timeout is not None else None,
     )
     request.read()
     return request
@@ -158,13 +186,11 @@ class Attempt:
     body: str | None = None
     final: bool = False  # a failure that retrying cannot fix (blocked target, undecryptable header)
     detail: str | None = None  # for the operator's log only, never stored: why a target was blocked
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
+    ok: bool = False  # delivered: the answer passed the trigger's success check (default any 2xx)
+    retry_after: float | None = None  # a 429/503's Retry-After in seconds, capped (module docstring)
 
     def as_dict(self, number: int) -> dict[str, Any]:
-        return {
+        data = {
             "attempt": number,
             "started_at": cronlib.iso(self.started_at),
             "duration_ms": round(self.duration * 1000, 1),
@@ -173,13 +199,16 @@ class Attempt:
             "message": self.message,
             "body": self.body,
         }
+        if self.retry_after is not None:
+            data["retry_after"] = self.retry_after
+        return data
 
 
 async def send(client: DeliveryClient, trigger: StoredTrigger, firing: Firing, options: SendOptions) -> Attempt:
     """Send one attempt; never raises (every failure becomes the Attempt's `error`)."""
     started = time.time()
     t0 = time.perf_counter()
-    timeout = options.timeout
+    policy = trigger.policy
     try:
         url = parsed_url(trigger.url)
         refused = refused_host(url, options.policy)
@@ -187,18 +216,29 @@ async def send(client: DeliveryClient, trigger: StoredTrigger, firing: Firing, o
             return blocked_attempt(started, 0.0, url, f"{url.host}: {refused}")
         request = build_request(trigger, firing, options)
         response = await client.deliver(request)  # the client's transport bounds the whole exchange
+        # The excerpt is all that is read, unless a success.body_contains looks further.
+        limit = options.excerpt_bytes
+        if policy is not None and policy.body_contains is not None:
+            limit = max(limit, options.success_body_bytes)
         try:
-            excerpt = b""
+            read = bytearray()  # grows in place: many small chunks cost linear time, not quadratic
             async for chunk in response.stream:  # type: ignore[union-attr]
-                excerpt += chunk
-                if len(excerpt) >= options.excerpt_bytes:
+                read += chunk
+                if len(read) >= limit:
                     break
         finally:
             await response.aclose()
-        body = excerpt[: options.excerpt_bytes].decode("utf-8", "replace")
+        body = read[: options.excerpt_bytes].decode("utf-8", "replace")
         if body and trigger.headers:
             body = redact(body, trigger.headers.values())
-        return Attempt(started, time.perf_counter() - t0, status=response.status_code, body=body or None)
+        status = response.status_code
+        attempt = Attempt(started, time.perf_counter() - t0, status=status, body=body or None, ok=200 <= status < 300)
+        if policy is not None:
+            check_success(attempt, policy, read, options.success_body_bytes)
+        if status == 429 or status == 503:
+            value = response.headers.get("retry-after")
+            attempt.retry_after = retry_after_seconds(value, now=time.time(), cap=options.retry_after_max)
+        return attempt
     except Exception as e:
         elapsed = time.perf_counter() - t0
         refusal = blocked_in_chain(e)
@@ -210,6 +250,7 @@ async def send(client: DeliveryClient, trigger: StoredTrigger, firing: Firing, o
             # name the real one instead of calling a refused connection a timeout.
             return Attempt(started, elapsed, error=type(cause).__name__, message=str(e)[:300])
         if isinstance(e, TimeoutError | httpx.TimeoutException):
+            timeout = options.timeout if policy is None or policy.timeout_seconds is None else policy.timeout_seconds
             return Attempt(started, elapsed, error="timeout", message=f"no complete response within {timeout:g}s")
         if not isinstance(e, httpx.HTTPError):  # still a failed attempt, not a crash
             log.exception("unexpected error delivering %s", firing.id)
@@ -221,3 +262,44 @@ def blocked_attempt(started: float, elapsed: float, url: httpx.URL, detail: str)
     resolved to and why that is refused (`detail`) go to the operator's log (module docstring)."""
     message = f"blocked by the SSRF guard (host {url.host})"
     return Attempt(started, elapsed, error="blocked", message=message, final=True, detail=detail)
+
+
+def check_success(attempt: Attempt, policy: Policy, body: bytes | bytearray, limit: int) -> None:
+    """Apply the trigger's success check to `attempt` (made with a status; `ok` set for any 2xx):
+    ``success.status``, then ``success.body_contains`` in the first `limit` bytes of `body`
+    (module docstring)."""
+    status = attempt.status
+    expected = policy.success_statuses
+    if expected is not None and status is not None:
+        attempt.ok = expected.matches(status)
+        if not attempt.ok:
+            attempt.error = "assertion"
+            attempt.message = f"expected status {expected.describe()}; got {status}"
+            return
+    needle = policy.body_contains
+    if attempt.ok and needle is not None and body.find(needle.encode(), 0, limit) < 0:
+        shown = needle if len(needle) <= 100 else needle[:100] + "..."
+        attempt.ok = False
+        attempt.error = "assertion"
+        attempt.message = f"the response did not contain {shown!r} in its first {limit} bytes"
+
+
+def retry_after_seconds(value: str | None, *, now: float, cap: float) -> float | None:
+    """The seconds a ``Retry-After`` value asks to wait, at most `cap`: delta-seconds (``120``) or
+    an HTTP-date (``Wed, 21 Oct 2026 07:28:00 GMT``, less `now`), to the millisecond. A negative
+    delay or a past date is 0; a missing or unreadable value is None (ignored)."""
+    if value is None:
+        return None
+    text = value.strip()
+    digits = text[1:] if text.startswith("-") else text
+    if digits.isascii() and digits.isdigit():
+        seconds = float(text)  # a float: no digit-count limit (a huge value is capped below)
+    else:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC, by RFC 5322
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now
+    return round(min(max(seconds, 0.0), cap), 3)

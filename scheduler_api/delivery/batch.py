@@ -81,7 +81,7 @@ class BatchRun:
         if trigger is not None and trigger.version == firing.version:
             return trigger
         log.info("firing %s dropped: its trigger was removed or replaced", firing.id)
-        self.add(Outcome.dropped(firing.id))
+        self.add(Outcome.dropped(firing.id, held=firing.held))
         return None
 
     def add(self, outcome: Outcome) -> None:
@@ -170,7 +170,7 @@ class BatchRun:
         if attempt.error != "blocked":
             self.durations.append(attempt.duration)
         if firing.attempt == 1:
-            self.lateness.append(max(attempt.started_at - firing.scheduled_at, 0.0))
+            self.lateness.append(max(attempt.started_at - firing.due_at, 0.0))
         if attempt.error == "blocked":  # say why: the operator must see which address was refused
             log.warning(  # the record says only "blocked by the SSRF guard": the addresses are here
                 "delivery blocked by the SSRF guard workspace=%s trigger=%s: %s",

@@ -9,15 +9,16 @@ varies between requests:
 * `DeliveryClient.deliver` hands a request straight to the transport: httpx's per-request client
   layers (header merging, auth, redirects, cookies, event hooks) are all switched off for
   deliveries anyway, and skipping them is most of this client's speed (README "Performance");
-* `DeliveryTransport` reuses one aiohttp timeout and one parsed url per target instead of
-  building them again for every request.
+* `DeliveryTransport` reuses one aiohttp timeout per value and one parsed url per target instead
+  of building them again for every request.
 
 Failure rules: the whole exchange (connect, send, response head and the body read) is bounded by
-one total timeout; aiohttp's errors come out as httpx's exceptions (httpx-aiohttp's mapping),
-with the aiohttp error as `__cause__`. A compressed response body (aiohttp asks for gzip and
-deflate) is decompressed as it is read, so the record's excerpt is text. No cookie is kept or
-sent: deliveries of every workspace share the client, and a `Set-Cookie` from one target must
-never travel with another request.
+one total timeout: the transport's own, or the seconds a request carries in its
+``extensions[TIMEOUT_EXTENSION]`` (a trigger's ``timeout_seconds``). aiohttp's errors come out as
+httpx's exceptions (httpx-aiohttp's mapping), with the aiohttp error as `__cause__`. A compressed
+response body (aiohttp asks for gzip and deflate) is decompressed as it is read, so the record's
+excerpt is text. No cookie is kept or sent: deliveries of every workspace share the client, and a
+`Set-Cookie` from one target must never travel with another request.
 """
 
 from __future__ import annotations
@@ -45,11 +46,22 @@ class _NoCookies(httpx.Cookies):
 
 _NO_COOKIES = _NoCookies()
 
+# A request's own total timeout in seconds (a float), in place of the transport's. Not httpx's
+# "timeout" extension, whose value is a dict of four separate phase timeouts.
+TIMEOUT_EXTENSION = "total_timeout"
+
 
 @lru_cache(maxsize=65_536)
 def aiohttp_url(url: str) -> yarl.URL:
     """aiohttp's parse of an url httpx already normalised (and percent-encoded), once per url."""
     return yarl.URL(url, encoded=True)
+
+
+@lru_cache(maxsize=1024)
+def client_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """aiohttp's timeout of `seconds` for the whole exchange (and for the connect within it), one
+    object per value: triggers share a handful of timeouts."""
+    return aiohttp.ClientTimeout(total=seconds, sock_connect=seconds)
 
 
 class ResponseBody(httpx.AsyncByteStream):
@@ -83,17 +95,20 @@ class ResponseBody(httpx.AsyncByteStream):
 
 
 class DeliveryTransport(AiohttpTransport):
-    """httpx-aiohttp's transport with the request path trimmed: a fixed total timeout (`timeout`
-    seconds for the whole exchange, body included) and url parses kept per url."""
+    """httpx-aiohttp's transport with the request path trimmed: a total timeout (`timeout` seconds
+    for the whole exchange, body included, unless the request carries its own in
+    ``extensions[TIMEOUT_EXTENSION]``) and url parses kept per url."""
 
     def __init__(self, *, timeout: float, client: Callable[[], aiohttp.ClientSession], **kwargs: Any) -> None:
         super().__init__(client=client, trust_env=False, **kwargs)
-        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout)
+        self.timeout = client_timeout(timeout)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if not isinstance(self.client, aiohttp.ClientSession):
             self.client = self.get_client()
         content = request.content  # requests are built with their body read
+        seconds = request.extensions.get(TIMEOUT_EXTENSION)
+        timeout = self.timeout if seconds is None else client_timeout(seconds)
         try:
             response = await self.client.request(
                 request.method,
@@ -103,7 +118,7 @@ class DeliveryTransport(AiohttpTransport):
                 data=content or None,
                 allow_redirects=False,
                 compress=False,
-                timeout=self.timeout,
+                timeout=timeout,
             ).__aenter__()
         except Exception:
             with map_aiohttp_exceptions():

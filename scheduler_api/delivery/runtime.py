@@ -38,7 +38,8 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 class DeliveryRuntime:
     """An event loop and one shared HTTP client that live as long as the worker process, with what
-    every batch of the process shares: settings, send options, retry policy, header cipher,
+    every batch of the process shares: settings, send options, the default retry policy (a
+    trigger's own retry fields override it, scheduler_api.delivery.retry), header cipher,
     retention, the change watch, and the `stopping` / `busy` flags."""
 
     def __init__(self, settings: Settings, *, resolver: Any = None) -> None:

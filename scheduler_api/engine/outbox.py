@@ -32,10 +32,12 @@ RUN_BATCH = "scheduler_api.delivery.batch.run_batch"  # the RQ job function
 
 def batch_job_timeout(settings: Settings) -> int:
     """RQ timeout of one batch job: every firing of a full batch, `concurrency` at a time, may
-    take the whole delivery timeout; plus a minute. Beyond it RQ kills the job and the lease
-    mechanism hands the undelivered firings to another worker."""
+    take the whole delivery timeout (the longest a trigger may set, `MAX_DELIVERY_TIMEOUT_SECONDS`,
+    when that is longer); plus a minute. Beyond it RQ kills the job and the lease mechanism hands
+    the undelivered firings to another worker."""
     waves = math.ceil(settings.scheduler_batch_size / settings.worker_concurrency)
-    return int(waves * (settings.delivery_timeout_seconds + 1) + 60)
+    timeout = max(settings.delivery_timeout_seconds, settings.max_delivery_timeout_seconds)
+    return int(waves * (timeout + 1) + 60)
 
 
 def push_outbox(conn: Redis, queue: Queue, settings: Settings, *, now: float) -> int:

@@ -13,7 +13,11 @@ a lock two schedulers can both hold. Here:
     schedulers can run and each firing is enqueued once; no lock is taken;
   * due times passed while no scheduler ran are not forgotten: the most recent one fires if it is
     at most `MISFIRE_GRACE_SECONDS` late (older ones are logged as skipped); if even the most
-    recent one is later than that, it is recorded as ``missed`` and nothing fires.
+    recent one is later than that, it is recorded as ``missed`` and nothing fires;
+  * a trigger's ``start_at`` / ``end_at`` bound its run times, a one-off (``at``) runs once, and
+    ``max_firings`` is counted in the commit: an ended trigger's entry is removed (it stays listed);
+  * its overlap rule is applied in the commit (scheduler_api.storage.firings), and a jittered
+    firing is committed at its nominal time into a batch pushed at its send time.
 
 Failure rules: no schedule entry is advanced unless its firing (or its missed record) is written
 in the same script, and a written batch stays in the outbox until a worker claims it
@@ -33,6 +37,7 @@ from rq import Queue
 
 from scheduler_api import cron as cronlib
 from scheduler_api.engine.outbox import push_outbox
+from scheduler_api.policy import Policy, jitter_offset, last_run, next_run
 from scheduler_api.settings import Settings
 from scheduler_api.storage import firings, keys
 from scheduler_api.storage.history import Record
@@ -55,36 +60,49 @@ class TickResult:
 def plan_entry(
     job_id: str,
     score: float,
-    trigger_cron: str,
+    trigger_cron: str | None,
     version: str,
     *,
     now: float,
     grace: float,
     tz: str = "UTC",
     fire: bool = True,
+    at: float | None = None,
+    policy: Policy | None = None,
 ) -> firings.DuePlan:
     """Decide what to do with a schedule entry due at `score` (<= now).
 
-    The firing is the most recent run time at or before `now`; the next run is computed from it
-    (not from now), so runs never drift. Run times passed unseen before it are skipped; it is
-    itself skipped (recorded as missed) when later than `grace`. With `fire` false (the trigger
-    is disabled or its workspace paused) the schedule advances the same way and nothing fires.
+    The firing is the most recent run time at or before `now` (within the trigger's ``start_at``
+    / ``end_at``; a one-off's is `at`); the next run is computed from it (not from now), so runs
+    never drift, and there is none once the trigger has ended (``end_at``; a one-off after its
+    firing). Run times passed unseen before it are skipped; it is itself skipped (recorded as
+    missed) when later than `grace`. With `fire` false (the trigger is disabled or its workspace
+    paused) the schedule advances the same way and nothing fires. The firing id keeps the nominal
+    run time; with ``jitter_seconds`` it is sent `jitter_offset` seconds later (`Firing.send_at`).
     """
-    parsed = cronlib.parse(trigger_cron, tz)
-    latest = score
-    nxt = parsed.next_after(score)
-    skipped = 0
-    if nxt <= now:
-        latest = parsed.last_at_or_before(now)
-        nxt = parsed.next_after(latest)
-        skipped = 1  # at least one run time between `score` and `latest` was passed over
-    firing_id = f"{job_id}@{cronlib.iso(latest)}"
-    if not fire:
+    schedule = cronlib.parse(trigger_cron, tz) if trigger_cron is not None else None
+    latest: float | None
+    nxt: float | None
+    if schedule is not None and (policy is None or (policy.start_at is None and policy.end_at is None)):
+        latest, nxt = score, schedule.next_after(score)
+        if nxt <= now:
+            latest = schedule.last_at_or_before(now)
+            nxt = schedule.next_after(latest)
+    else:  # bounded, or a one-off
+        latest = last_run(schedule, at, policy, now)
+        if latest is not None and latest < score:
+            latest = None  # no run time of the trigger from `score` to now (an entry left out of bounds)
+        nxt = next_run(schedule, at, policy, now if latest is None else latest)
+    if latest is None or not fire:
         return firings.DuePlan(job_id, score, version, nxt, None)
+    firing_id = f"{job_id}@{cronlib.iso(latest)}"
+    overlap, max_firings = (policy.overlap, policy.max_firings or 0) if policy is not None else ("allow", 0)
     if now - latest <= grace:
-        firing = firings.Firing(firing_id, job_id, version, latest)
+        firing = firings.Firing(firing_id, job_id, version, latest, held=overlap != "allow")
+        if policy is not None and policy.jitter_seconds > 0:
+            firing.send_at = latest + jitter_offset(firing_id, policy.jitter_seconds)
         missed = None
-        if skipped:
+        if latest > score:
             log.warning(
                 "trigger %s: run times from %s before %s were missed", job_id, cronlib.iso(score), cronlib.iso(latest)
             )
@@ -100,7 +118,7 @@ def plan_entry(
             now - latest,
             grace,
         )
-    return firings.DuePlan(job_id, score, version, nxt, firing, missed)
+    return firings.DuePlan(job_id, score, version, nxt, firing, missed, overlap, max_firings)
 
 
 def tick(conn: Redis, queue: Queue, settings: Settings, *, now: float | None = None) -> TickResult:
@@ -158,6 +176,8 @@ def _fire_slice(
                 grace=settings.misfire_grace_seconds,
                 tz=trigger.timezone,
                 fire=trigger.enabled and trigger.workspace_id not in paused,
+                at=trigger.at,
+                policy=trigger.policy,
             )
         )
     return firings.commit_due(conn, new_batch_id(), plans, now=now, retention=retention)

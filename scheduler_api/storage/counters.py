@@ -17,5 +17,6 @@ class Counter(StrEnum):
     OUTCOME_DELIVERED = "outcome:delivered"  # final outcomes
     OUTCOME_FAILED = "outcome:failed"
     OUTCOME_BLOCKED = "outcome:blocked"
+    OUTCOME_SKIPPED = "outcome:skipped"  # not sent: another firing of its trigger was active (overlap)
     ATTEMPT_OK = "attempt:ok"  # every attempt made (a blocked one is not made)
     ATTEMPT_ERROR = "attempt:error"

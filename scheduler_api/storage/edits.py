@@ -4,10 +4,16 @@ Identity rules (README "Trigger identity"):
 * a trigger is known by its id (given, or its index in the list as a string), never by position;
 * a trigger kept unchanged by a change is not written at all: same version, same schedule entry,
   so it neither fires an extra time nor skips one;
-* a kept trigger whose ``cron`` or ``timezone`` changes gets a new version (its firings not yet
-  started are dropped) and its next run computed afresh from now;
-* any other change (url, method, payload, headers, enabled, position) keeps the version and the
-  schedule entry: it applies to every firing not yet started;
+* a kept trigger whose schedule changes (``cron``, ``timezone``, ``at``, ``start_at``, ``end_at``,
+  ``max_firings``, ``jitter_seconds``: `RESCHEDULING`) gets a new version (its firings not yet
+  started are dropped) and its next run computed afresh from now; none left (an ``end_at`` or
+  ``at`` already past) writes the trigger without a schedule entry: it is ended;
+* any other change (url, method, payload, headers, enabled, position, and the delivery policy:
+  ``timeout_seconds``, ``retry``, ``final_statuses``, ``success``, ``overlap``) keeps the version
+  and the schedule entry: it applies to every firing not yet started;
+* a one-off's ``at`` must be in the future when the trigger is created or its ``at`` changes; an
+  unchanged ``at`` is kept as it is, even past (so the same list can be sent twice): otherwise
+  `InvalidRequest` naming the field (``triggers[i].at``, ``at`` for one trigger);
 * header values are compared in plain text (decrypted with the cipher when stored encrypted), so
   only a real change of a value is reported; a trigger that is written has its values sealed afresh
   with the current ``SECRETS_KEY``.
@@ -34,12 +40,25 @@ from redis import Redis
 from scheduler_api import cron as cronlib
 from scheduler_api.errors import InvalidRequest, PreconditionFailed, SecretsError, StoreUnavailable
 from scheduler_api.header_crypto import HeaderCipher
+from scheduler_api.policy import Policy, next_run
 from scheduler_api.storage.triggers import EMPTY_ETAG, Snapshot, StoredTrigger, Write, WriteStatus, read, write
 from scheduler_api.triggers import Trigger
 
 MAX_ATTEMPTS = 50  # planning rounds against concurrent writes before giving up (503)
-COMPARED = ("cron", "timezone", "url", "method", "payload", "enabled")
-RESCHEDULING = frozenset({"cron", "timezone"})
+COMPARED = ("cron", "at", "timezone", "url", "method", "payload", "enabled")
+# The policy fields, by their input names (scheduler_api.policy.Policy.to_dict), in diff order.
+POLICY_FIELDS = (
+    "timeout_seconds",
+    "retry",
+    "final_statuses",
+    "success",
+    "overlap",
+    "start_at",
+    "end_at",
+    "max_firings",
+    "jitter_seconds",
+)
+RESCHEDULING = frozenset({"cron", "timezone", "at", "start_at", "end_at", "max_firings", "jitter_seconds"})
 
 
 @dataclass(frozen=True)
@@ -71,8 +90,8 @@ Planner = Callable[[Snapshot], Plan]
 
 
 class Placer:
-    """Builds the stored form of triggers for one plan: versions, next runs (memoised per cron and
-    zone), headers sealed or kept."""
+    """Builds the stored form of triggers for one plan: versions, next runs (memoised per schedule
+    and bounds), headers sealed or kept."""
 
     def __init__(self, snapshot: Snapshot, *, now: float, cipher: HeaderCipher | None) -> None:
         self.snapshot = snapshot
@@ -80,12 +99,16 @@ class Placer:
         self.cipher = cipher
         self.token = secrets.token_hex(5)
         self.placed = 0
-        self._next_runs: dict[tuple[str, str], float] = {}
+        self._next_runs: dict[tuple[str | None, str, float | None, float | None, float | None], float | None] = {}
 
-    def next_run(self, cron: str, tz: str) -> float:
-        if (cron, tz) not in self._next_runs:
-            self._next_runs[cron, tz] = cronlib.parse(cron, tz).next_after(self.now)
-        return self._next_runs[cron, tz]
+    def next_run(self, cron: str | None, tz: str, at: float | None, policy: Policy | None) -> float | None:
+        """The trigger's first run time after now within its bounds; None: it has ended."""
+        start, end = (policy.start_at, policy.end_at) if policy is not None else (None, None)
+        key = (cron, tz, at, start, end)
+        if key not in self._next_runs:
+            schedule = cronlib.parse(cron, tz) if cron is not None else None
+            self._next_runs[key] = next_run(schedule, at, policy, self.now)
+        return self._next_runs[key]
 
     def plain_headers(self, stored: StoredTrigger) -> dict[str, str] | None:
         """The stored header values in plain text; None when they cannot be decrypted."""
@@ -100,14 +123,20 @@ class Placer:
         """The values as stored: sealed for this workspace and each header name, or kept."""
         return self.cipher.seal(headers, workspace_id=self.snapshot.workspace_id) if self.cipher else headers
 
-    def place(self, trigger_id: str, t: Trigger, position: int) -> tuple[StoredTrigger, bool, list[str]]:
-        """(The stored trigger, whether its schedule entry is written, the fields that changed)."""
+    def place(
+        self, trigger_id: str, t: Trigger, position: int, *, path: str = ""
+    ) -> tuple[StoredTrigger, bool, list[str]]:
+        """(The stored trigger, whether its schedule entry is written, the fields that changed).
+        `path`: where the trigger is in the request (``triggers[2]``; "" for a lone one), for errors."""
         prev = self.snapshot.find(trigger_id)
         tz = t.timezone or "UTC"
+        at = t.at.timestamp() if t.at is not None else None
+        policy = Policy.from_dict(t.policy_dict())
         new_headers = dict(t.headers or {})
-        wanted: dict[str, Any] = {"cron": t.cron, "timezone": tz, "url": t.url, "method": t.method}
-        wanted |= {"payload": t.payload, "enabled": t.enabled}
         self.placed += 1
+        if at is not None and (prev is None or prev.at != at) and at <= self.now:
+            where = f"{path}.at" if path else "at"
+            raise InvalidRequest("Invalid request", [{"path": where, "message": "must be in the future"}])
         if prev is None:
             stored = StoredTrigger(
                 workspace_id=self.snapshot.workspace_id,
@@ -118,15 +147,23 @@ class Placer:
                 method=t.method,
                 payload=t.payload,
                 headers=self.sealed(new_headers),
-                next_run_at=self.next_run(t.cron, tz),
+                next_run_at=self.next_run(t.cron, tz, at, policy),
                 timezone=tz,
                 enabled=t.enabled,
                 position=position,
+                at=at,
+                policy=policy,
             )
             return stored, True, []
-        had: dict[str, Any] = {"cron": prev.cron, "timezone": prev.timezone, "url": prev.url, "method": prev.method}
-        had |= {"payload": prev.payload, "enabled": prev.enabled}
+        wanted: dict[str, Any] = {"cron": t.cron, "at": at, "timezone": tz, "url": t.url, "method": t.method}
+        wanted |= {"payload": t.payload, "enabled": t.enabled}
+        had: dict[str, Any] = {"cron": prev.cron, "at": prev.at, "timezone": prev.timezone, "url": prev.url}
+        had |= {"method": prev.method, "payload": prev.payload, "enabled": prev.enabled}
         fields = [name for name in COMPARED if had[name] != wanted[name]]
+        # Compared in the stored form, so that [404, "5xx"] and ["5xx", 404] are the same.
+        old_policy = prev.policy.to_dict() if prev.policy is not None else {}
+        new_policy = policy.to_dict() if policy is not None else {}
+        fields += [name for name in POLICY_FIELDS if old_policy.get(name) != new_policy.get(name)]
         old_plain = self.plain_headers(prev)
         # Values are sealed afresh with the current key whenever the trigger is written.
         headers = self.sealed(new_headers)
@@ -142,10 +179,12 @@ class Placer:
             method=t.method,
             payload=t.payload,
             headers=headers,
-            next_run_at=self.next_run(t.cron, tz) if reschedule else prev.next_run_at,
+            next_run_at=self.next_run(t.cron, tz, at, policy) if reschedule else prev.next_run_at,
             timezone=tz,
             enabled=t.enabled,
             position=position,
+            at=at,
+            policy=policy,
         )
         return stored, reschedule, fields
 
@@ -159,7 +198,7 @@ def plan_replace(snapshot: Snapshot, triggers: Sequence[Trigger], *, now: float,
     moved = False
     for i, t in enumerate(triggers):
         trigger_id = t.id if t.id is not None else str(i)
-        stored, reschedule, fields = placer.place(trigger_id, t, i)
+        stored, reschedule, fields = placer.place(trigger_id, t, i, path=f"triggers[{i}]")
         prev = snapshot.find(trigger_id)
         if prev is None:
             diff.added.append(trigger_id)

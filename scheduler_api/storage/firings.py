@@ -6,9 +6,18 @@ firing JSON in ``sa:retries``. Every step here is one Lua script (``lua/{step}.l
 scheduler_api.storage.scripts), so each is all-or-nothing:
 
 * `commit_due` (scheduler): for each due trigger, advance its schedule entry from the time it was
-  read at to its next time *only if nobody else did* (compare-and-set on score and version), and
-  add the firing to a batch, or its missed record to the history. Two schedulers reading the
-  same due entry: exactly one wins.
+  read at to its next time (or remove it: the trigger has ended) *only if nobody else did*
+  (compare-and-set on score and version), and add the firing to a batch, or its missed record to
+  the history. Two schedulers reading the same due entry: exactly one wins. A jittered firing
+  (`Firing.send_at`) goes into a batch of its own send time, in the outbox at that time.
+* Overlap (``skip`` / ``buffer_one``) and ``max_firings`` are decided in `commit_due` too, in the
+  workspace's state hash (keys.state), so they hold across any number of schedulers and workers.
+  A held firing (`Firing.held`) is its trigger's active one from its commit until `record` stores
+  its final outcome (delivered, failed, blocked or dropped; retrying keeps it active); a firing due
+  meanwhile gets a ``skipped`` record naming the active one, or with ``buffer_one`` waits (one at
+  most) and `record` puts it into a new batch when the active one lets go. A killed worker's held
+  firing is re-sent once its lease runs out (`reap_leases`), and lets go then. Every firing sent
+  or waiting counts toward ``max_firings``; the one that reaches it ends the trigger.
 * `move_retries` (scheduler): due retries go into a batch; ZREM decides who moved each one.
 * `claim_outbox` (scheduler): a written batch stays in the outbox until a worker takes it: a
   scheduler that dies between writing and pushing leaves it there, pushed 30 s later; one whose
@@ -45,34 +54,12 @@ from typing import Any, NamedTuple
 
 from redis import Redis
 
-from scheduler_api.settings import Settings
 from scheduler_api.storage import keys, scripts
 from scheduler_api.storage.counters import Counter
 from scheduler_api.storage.history import OutcomeKind, Record
+from scheduler_api.storage.history import Retention as Retention  # its home until it moved
 from scheduler_api.storage.redis_util import compact_json, redis_errors
 from scheduler_api.storage.triggers import StoredTrigger
-
-
-@dataclass(frozen=True)
-class Retention:
-    """How long records are kept, per workspace (see scheduler_api.storage.history)."""
-
-    keep_seconds: int
-    keep_done: int
-    keep_failed: int
-    keep_history: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Retention:
-        return cls(
-            settings.completed_keep_seconds,
-            settings.completed_keep_count,
-            settings.failed_keep_count,
-            settings.history_cap,
-        )
-
-    def args(self) -> list[int]:
-        return [self.keep_seconds, self.keep_done, self.keep_failed, self.keep_history]
 
 
 @dataclass
@@ -85,71 +72,107 @@ class Firing:
     scheduled_at: float
     attempt: int = 1
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    # The trigger's overlap rule (skip or buffer_one) held this firing as its active one when it was
+    # committed: its final outcome lets go (scheduler_api.storage.firings.record).
+    held: bool = False
+    # When a jittered firing is sent (its nominal time + its offset); None: at `scheduled_at`.
+    send_at: float | None = None
 
     def to_json(self) -> str:
-        return compact_json(
-            {
-                "id": self.id,
-                "job": self.job_id,
-                "v": self.version,
-                "at": self.scheduled_at,
-                "n": self.attempt,
-                "tries": self.attempts,
-            }
-        )
+        data: dict[str, Any] = {
+            "id": self.id,
+            "job": self.job_id,
+            "v": self.version,
+            "at": self.scheduled_at,
+            "n": self.attempt,
+            "tries": self.attempts,
+        }
+        if self.held:
+            data["held"] = 1
+        if self.send_at is not None:
+            data["send"] = self.send_at
+        return compact_json(data)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Firing:
         d = json.loads(raw)
-        return cls(d["id"], d["job"], d["v"], float(d["at"]), int(d["n"]), list(d.get("tries") or []))
+        firing = cls(d["id"], d["job"], d["v"], float(d["at"]), int(d["n"]), list(d.get("tries") or []))
+        if "held" in d or "send" in d:
+            firing.held = bool(d.get("held"))
+            firing.send_at = d.get("send")
+        return firing
+
+    @property
+    def due_at(self) -> float:
+        """When the firing is meant to be sent: lateness is measured from here."""
+        return self.send_at if self.send_at is not None else self.scheduled_at
+
+    def next_attempt(self, tries: list[dict[str, Any]]) -> Firing:
+        """The same firing, for its next attempt, carrying the attempts made so far."""
+        return Firing(
+            self.id, self.job_id, self.version, self.scheduled_at, self.attempt + 1, tries, self.held, self.send_at
+        )
 
 
 @dataclass(frozen=True)
 class DuePlan:
     """What the scheduler decided for one due schedule entry: advance it from `expected_score` to
-    `next_score` if it still holds that score and `version`, and fire `firing` or record
-    `missed_record` (or neither: the trigger is disabled or its workspace paused)."""
+    `next_score` (None: the trigger has ended, the entry goes) if it still holds that score and
+    `version`, and fire `firing` or record `missed_record` (or neither: the trigger is disabled or
+    its workspace paused), under the trigger's `overlap` rule and `max_firings` (0: none)."""
 
     job_id: str
     expected_score: float
     version: str
-    next_score: float
+    next_score: float | None
     firing: Firing | None
     missed_record: Record | None = None
+    overlap: str = "allow"
+    max_firings: int = 0
 
 
 def commit_due(
     conn: Redis, batch_id: str, plans: Sequence[DuePlan], *, now: float, retention: Retention
 ) -> tuple[int, int]:
-    """Apply `plans` where the schedule still holds what was read; return (fired, missed)."""
-    script_keys = [keys.SCHEDULE, keys.batch(batch_id), keys.OUTBOX, keys.METRICS]
-    slots: dict[str, int] = {}  # workspace id -> its key group's number in the script (lua/trim.lua)
-    args: list[Any] = [batch_id, repr(now), *retention.args(), len(plans)]
+    """Apply `plans` where the schedule still holds what was read; return (fired, missed).
+
+    Firings go into batch `batch_id`, jittered ones sent later into ``{batch_id}.{send time}``."""
+    batches = {0.0: batch_id}  # send time -> batch id (0: now)
+    groups: list[str] = []  # the workspaces' key groups (lua/trim.lua)
+    slots: dict[str, int] = {}  # workspace id -> its group's number
+    plain: list[Any] = []  # entries without overlap, max_firings or a later send time
+    extended: list[Any] = []
     for p in plans:
         ws, idx = keys.split_job_id(p.job_id)
         slot = slots.get(ws)
         if slot is None:
             slot = slots[ws] = len(slots) + 1
-            script_keys += (keys.workspace(ws), *keys.history_keys(ws))
+            groups += (keys.workspace(ws), *keys.history_keys(ws), keys.state(ws))
         firing, missed = p.firing, p.missed_record
         if firing is not None:
             firing_id, firing_json, scheduled_at = firing.id, firing.to_json(), firing.scheduled_at
         elif missed is not None:
             firing_id, firing_json, scheduled_at = missed.id, "", missed.scheduled_at
         else:
-            firing_id, firing_json, scheduled_at = "", "", p.next_score  # (unused: nothing fires)
-        args += [
-            p.job_id,
-            repr(p.expected_score),
-            slot,
-            idx,
-            p.version,
-            repr(p.next_score),
-            firing_id,
-            firing_json,
-            missed.to_json() if missed is not None else "",
-            repr(scheduled_at),
-        ]
+            firing_id, firing_json, scheduled_at = "", "", 0.0  # (unused: nothing fires)
+        entry = [p.job_id, repr(p.expected_score), slot, idx, p.version]
+        entry += ["" if p.next_score is None else repr(p.next_score), firing_id, firing_json]
+        entry += [missed.to_json() if missed is not None else "", repr(scheduled_at)]
+        send = firing.send_at if firing is not None and firing.send_at is not None and firing.send_at > now else 0.0
+        if p.overlap == "allow" and not p.max_firings and not send:
+            plain += entry
+            continue
+        skipped = ""
+        if firing is not None and p.overlap != "allow":
+            skipped = Record.skipped(firing, ws, active_id="", finished_at=now).skipped_json_without_active_id()
+        batch_no = list(batches).index(send) + 1 if send in batches else len(batches) + 1
+        batches.setdefault(send, f"{batch_id}.{send:.0f}")
+        extended += [*entry, "" if p.overlap == "allow" else p.overlap, p.max_firings, batch_no, skipped]
+    args: list[Any] = [repr(now), *retention.args(), len(batches)]
+    for send, bid in batches.items():
+        args += [bid, repr(send or now)]
+    args += [len(plain) // 10, *plain, len(extended) // 14, *extended]
+    script_keys = [keys.SCHEDULE, keys.OUTBOX, keys.METRICS, *map(keys.batch, batches.values()), *groups]
     won, missed_count = scripts.run(conn, "commit_due", script_keys, args)
     return int(won), int(missed_count)
 
@@ -251,19 +274,20 @@ class Outcome(NamedTuple):
     retry: Firing | None = None
     retry_due: float = 0.0
     scheduled_at: float = 0.0  # the firing's place in the history
+    held: bool = False  # the firing is its trigger's active one (Firing.held): a final outcome lets go
 
     @classmethod
-    def final(cls, record: Record) -> Outcome:
+    def final(cls, record: Record, *, held: bool = False) -> Outcome:
         """Delivered, failed or blocked, as `record` says."""
-        return cls(record.outcome, record.id, record, scheduled_at=record.scheduled_at)
+        return cls(record.outcome, record.id, record, scheduled_at=record.scheduled_at, held=held)
 
     @classmethod
     def retrying(cls, record: Record, retry: Firing, retry_due: float) -> Outcome:
-        return cls(OutcomeKind.RETRYING, record.id, record, retry, retry_due, record.scheduled_at)
+        return cls(OutcomeKind.RETRYING, record.id, record, retry, retry_due, record.scheduled_at, retry.held)
 
     @classmethod
-    def dropped(cls, firing_id: str) -> Outcome:
-        return cls(OutcomeKind.DROPPED, firing_id)
+    def dropped(cls, firing_id: str, *, held: bool = False) -> Outcome:
+        return cls(OutcomeKind.DROPPED, firing_id, held=held)
 
     @property
     def workspace_id(self) -> str:
@@ -282,17 +306,22 @@ def record(
     """Store outcomes, schedule retries, trim retention; return firings left in the batch.
 
     With `finished`, the worker lets go of the batch: its lease is dropped and, if firings are
-    left (a stopping worker did not start them), the batch goes back to the outbox at once.
+    left (a stopping worker did not start them), the batch goes back to the outbox at once. A held
+    firing's final outcome lets go of its trigger: a firing waiting for it (``buffer_one``) goes
+    into a new batch, in the outbox at once (module docstring).
     """
+    release_id = uuid.uuid4().hex  # the new batch of a waiting firing (unused when none is let go)
     script_keys = [keys.batch(batch_id), keys.RETRIES, keys.RETRY_DATA, keys.LEASES, keys.OUTBOX, keys.METRICS]
+    script_keys.append(keys.batch(release_id))
     slots: dict[str, int] = {}  # workspace id -> its key group's number in the script (lua/trim.lua)
-    args: list[Any] = [batch_id, repr(now), *retention.args(), int(finished), len(outcomes)]
+    args: list[Any] = [batch_id, repr(now), *retention.args(), int(finished), release_id, len(outcomes)]
     for o in outcomes:
         ws = o.workspace_id
         slot = slots.get(ws)
         if slot is None:
             slot = slots[ws] = len(slots) + 1
-            script_keys += keys.history_keys(ws)
+            script_keys += (*keys.history_keys(ws), keys.state(ws))
+        lets_go = o.held and o.kind is not OutcomeKind.RETRYING
         args += [
             o.kind.value,
             slot,
@@ -301,6 +330,7 @@ def record(
             o.retry.to_json() if o.retry is not None else "",
             repr(o.retry_due),
             repr(o.scheduled_at),
+            keys.split_job_id(o.firing_id.partition("@")[0])[1] if lets_go else "",
         ]
     return int(scripts.run(conn, "record", script_keys, args))
 

@@ -8,16 +8,19 @@ decides it). Its `outcome` is one of `OutcomeKind`:
 * ``failed`` - the last attempt failed, or the firing could never be sent; final;
 * ``blocked`` - the SSRF guard refused the target; final, never retried;
 * ``retrying`` - an attempt failed and the next one is scheduled (``next_attempt_at``);
-* ``missed`` - the scheduler reached the firing later than ``MISFIRE_GRACE_SECONDS``; nothing sent.
+* ``missed`` - the scheduler reached the firing later than ``MISFIRE_GRACE_SECONDS``; nothing sent;
+* ``skipped`` - not sent because another firing of its trigger was active (``overlap``: ``skip``,
+  or ``buffer_one`` with one already waiting); ``reason`` says why (``overlap``) and
+  ``active_id`` names the active firing. Kept like delivered records (it is no failure).
 
 (``dropped`` is an outcome kind, not a record: a firing whose trigger was removed before it was
 sent leaves no record.) Which attempts are retried is decided in scheduler_api.delivery.
 
-Retention, per workspace (each tenant gets the original's per-queue guarantees, and one busy
-tenant cannot evict another's history): delivered records are kept ``COMPLETED_KEEP_SECONDS``
-and at most ``COMPLETED_KEEP_COUNT``; failed, blocked and missed ones the last
-``FAILED_KEEP_COUNT``; and at most ``HISTORY_MAX_PER_WORKSPACE`` records of any outcome
-(retrying ones included) in all (``lua/trim.lua``, applied by firings.record, commit_due, sweep).
+Retention (`Retention`), per workspace (each tenant gets the original's per-queue guarantees, and
+one busy tenant cannot evict another's history): delivered and skipped records are kept
+``COMPLETED_KEEP_SECONDS`` and at most ``COMPLETED_KEEP_COUNT`` (the ``done`` set); failed,
+blocked and missed ones the last ``FAILED_KEEP_COUNT``; and at most ``HISTORY_MAX_PER_WORKSPACE``
+records of any outcome (retrying ones included) in all (``lua/trim.lua``, applied by firings.record, commit_due, sweep).
 
 Failure rules: `list_records` raises Redis being unreachable, slow or refusing as
 `StoreUnavailable` (the API answers 503). Every stored record was written by `Record.to_json`;
@@ -27,6 +30,7 @@ reading one that is not (a bug) raises KeyError or ValueError.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, NamedTuple, Protocol
@@ -34,8 +38,32 @@ from typing import Any, Literal, NamedTuple, Protocol
 from redis import Redis
 
 from scheduler_api.cron import iso
+from scheduler_api.settings import Settings
 from scheduler_api.storage import keys
 from scheduler_api.storage.redis_util import compact_json, redis_errors
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long records are kept, per workspace (module docstring)."""
+
+    keep_seconds: int
+    keep_done: int
+    keep_failed: int
+    keep_history: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Retention:
+        return cls(
+            settings.completed_keep_seconds,
+            settings.completed_keep_count,
+            settings.failed_keep_count,
+            settings.history_cap,
+        )
+
+    def args(self) -> list[int]:
+        """The four values in the order the scripts take them (``lua/trim.lua``, `retention_at`)."""
+        return [self.keep_seconds, self.keep_done, self.keep_failed, self.keep_history]
 
 
 class OutcomeKind(StrEnum):
@@ -46,11 +74,12 @@ class OutcomeKind(StrEnum):
     BLOCKED = "blocked"
     RETRYING = "retrying"
     MISSED = "missed"
+    SKIPPED = "skipped"
     DROPPED = "dropped"
 
 
 # The outcomes a record can have, for the API's filter: every OutcomeKind but DROPPED.
-OutcomeName = Literal["delivered", "failed", "retrying", "missed", "blocked"]
+OutcomeName = Literal["delivered", "failed", "retrying", "missed", "blocked", "skipped"]
 
 
 class FiringLike(Protocol):
@@ -85,6 +114,8 @@ class Record(NamedTuple):
     next_attempt_at: float | None = None  # retrying
     late_seconds: float | None = None  # missed: how late the scheduler reached it
     missed_since: float | None = None  # missed: the first run time passed over
+    reason: str | None = None  # skipped: why ("overlap")
+    active_id: str | None = None  # skipped: the firing that was active
 
     @classmethod
     def delivered(
@@ -147,6 +178,28 @@ class Record(NamedTuple):
             missed_since=missed_since,
         )
 
+    @classmethod
+    def skipped(cls, firing: FiringLike, workspace_id: str, *, active_id: str, finished_at: float) -> Record:
+        """A firing not sent because `active_id`, another firing of its trigger, was active."""
+        return cls(
+            firing.id,
+            firing.job_id,
+            workspace_id,
+            firing.scheduled_at,
+            OutcomeKind.SKIPPED,
+            [],
+            finished_at,
+            reason="overlap",
+            active_id=active_id,
+        )
+
+    def skipped_json_without_active_id(self) -> str:
+        """A skipped record's JSON without ``active_id``: the commit script (``lua/commit_due.lua``)
+        appends it once it has read which firing is active."""
+        data = self.to_dict()
+        del data["active_id"]
+        return compact_json(data)
+
     def to_dict(self) -> dict[str, Any]:
         """The record as the API shows it (and as it is stored), keys in this order."""
         data: dict[str, Any] = {
@@ -163,6 +216,9 @@ class Record(NamedTuple):
             return data
         data["attempts"] = self.attempts
         data["outcome"] = self.outcome.value
+        if self.reason is not None:
+            data["reason"] = self.reason
+            data["active_id"] = self.active_id
         if self.next_attempt_at is not None:
             data["next_attempt_at"] = iso(self.next_attempt_at)
         if self.finished_at is not None:
@@ -185,6 +241,8 @@ class Record(NamedTuple):
             next_attempt_at=_unix_or_none(data.get("next_attempt_at")),
             late_seconds=data.get("late_seconds"),
             missed_since=_unix_or_none(data.get("missed_since")),
+            reason=data.get("reason"),
+            active_id=data.get("active_id"),
         )
 
     @classmethod

@@ -6,9 +6,16 @@ Triggers (written by the API, read by the scheduler and the workers):
   ``sa:etag:{workspace_id}`` the workspace's ETag: a random token, new on every change of its
                              triggers; absent while it has none
   ``sa:schedule``            rq-scheduler's schedule: sorted set, member jobId
-                             (``{workspace_id}:{trigger id}``), score = next run (unix seconds)
+                             (``{workspace_id}:{trigger id}``), score = next run (unix seconds);
+                             an ended trigger (``end_at``, ``max_firings``, a one-off that
+                             fired) has no entry
 
   ``sa:paused``              set of paused workspace ids (their triggers keep their schedule)
+  ``sa:state:{workspace_id}`` hash of the triggers' firing state (scheduler_api.storage.firings):
+                             ``{trigger id}`` -> the active firing's id (overlap ``skip`` /
+                             ``buffer_one``), ``{trigger id}+`` -> the waiting firing's JSON
+                             (``buffer_one``), ``{trigger id}#`` -> firings counted toward
+                             ``max_firings``. Trigger ids never contain ``+`` or ``#``.
 
 Firings (written by the scheduler and the workers):
   ``sa:batch:{id}``          hash: firing id -> firing JSON, the firings one RQ job carries;
@@ -67,6 +74,15 @@ def workspace(workspace_id: str) -> str:
 
 def etag(workspace_id: str) -> str:
     return f"{PREFIX}etag:{workspace_id}"
+
+
+def state(workspace_id: str) -> str:
+    return f"{PREFIX}state:{workspace_id}"
+
+
+def fired_field(trigger_id: str) -> str:
+    """The field of `state` that counts a trigger's firings toward its ``max_firings``."""
+    return trigger_id + "#"
 
 
 def batch(batch_id: str) -> str:

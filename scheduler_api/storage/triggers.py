@@ -4,10 +4,11 @@ Each trigger is two things, written together by one Lua script (``write.lua``) s
 observer (readers, the schedulers, the workers) sees a change whole or not at all:
 
 * its definition, the field ``{trigger id}`` of the workspace hash ``sa:ws:{workspace id}``, with
-  a version ``v`` (new when the trigger is created or its cron or time zone changes: firings of
-  the old version not yet started are dropped) and its position ``o`` in the list;
+  a version ``v`` (new when the trigger is created or its schedule changes, storage.edits: firings
+  of the old version not yet started are dropped) and its position ``o`` in the list;
 * its cron entry in rq-scheduler's schedule (``sa:schedule``), member ``{workspace_id}:{id}``,
-  score = its next run time. The number of schedule entries of a workspace always equals its count.
+  score = its next run time. The number of schedule entries of a workspace always equals its count
+  of triggers not ended (``end_at`` passed, ``max_firings`` reached, a one-off that fired).
 
 Every change also sets the workspace's ETag (``sa:etag:{workspace id}``, a new random token; absent,
 read as ``0``, while the workspace has no triggers). A change is planned on a `Snapshot`
@@ -39,6 +40,7 @@ from redis import Redis
 from scheduler_api import cron as cronlib
 from scheduler_api.header_crypto import PREFIX as BOUND_PREFIX
 from scheduler_api.header_crypto import HeaderCipher
+from scheduler_api.policy import Policy, next_run
 from scheduler_api.storage import keys, scripts
 from scheduler_api.storage.redis_util import compact_json, redis_errors
 
@@ -52,7 +54,7 @@ class StoredTrigger:
     workspace_id: str
     id: str
     version: str
-    cron: str
+    cron: str | None  # None for a one-off trigger (`at`)
     url: str
     method: str
     payload: dict[str, Any] | None
@@ -61,10 +63,29 @@ class StoredTrigger:
     timezone: str = "UTC"
     enabled: bool = True
     position: int = 0
+    at: float | None = None  # a one-off trigger's time (unix seconds)
+    policy: Policy | None = None  # None: no policy field set (scheduler_api.policy)
 
     @property
-    def schedule(self) -> cronlib.Cron:
-        return cronlib.parse(self.cron, self.timezone)
+    def schedule(self) -> cronlib.Cron | None:
+        """The parsed cron (None for a one-off trigger)."""
+        return cronlib.parse(self.cron, self.timezone) if self.cron is not None else None
+
+    def next_run_after(self, after: float) -> float | None:
+        """The first run time after `after` within the trigger's bounds; None once it has ended."""
+        return next_run(self.schedule, self.at, self.policy, after)
+
+    @property
+    def overlap(self) -> str:
+        return self.policy.overlap if self.policy is not None else "allow"
+
+    @property
+    def jitter_seconds(self) -> int:
+        return self.policy.jitter_seconds if self.policy is not None else 0
+
+    @property
+    def max_firings(self) -> int | None:
+        return self.policy.max_firings if self.policy is not None else None
 
     @property
     def job_id(self) -> str:
@@ -81,19 +102,22 @@ class StoredTrigger:
         return json.dumps(self.payload).encode() if self.payload is not None else b""
 
     def to_json(self) -> str:
-        return compact_json(
-            {
-                "v": self.version,
-                "o": self.position,
-                "cron": self.cron,
-                "url": self.url,
-                "method": self.method,
-                "payload": self.payload,
-                "headers": self.headers,
-                "tz": self.timezone,
-                "on": self.enabled,
-            }
-        )
+        data: dict[str, Any] = {
+            "v": self.version,
+            "o": self.position,
+            "cron": self.cron,
+            "url": self.url,
+            "method": self.method,
+            "payload": self.payload,
+            "headers": self.headers,
+            "tz": self.timezone,
+            "on": self.enabled,
+        }
+        if self.at is not None:
+            data["at"] = self.at
+        if self.policy is not None:
+            data["p"] = self.policy.to_dict()
+        return compact_json(data)
 
     @classmethod
     def from_json(
@@ -113,6 +137,8 @@ class StoredTrigger:
             timezone=data.get("tz") or "UTC",
             enabled=data.get("on", True),
             position=data.get("o", 0),
+            at=data.get("at"),
+            policy=Policy.from_dict(data["p"]) if "p" in data else None,
         )
 
 
@@ -196,7 +222,12 @@ def write(
     max_triggers: int,
 ) -> tuple[WriteStatus, int]:
     """Apply `change` if its expectations and `if_match` (ETags, any of which may match) still hold;
-    return (the status, the number of triggers before the change, or the count that was too many)."""
+    return (the status, the number of triggers before the change, or the count that was too many).
+
+    An upsert with its schedule entry written gets the entry at its `next_run_at`, or none when
+    that is None (the trigger has ended at once: ``end_at`` or ``at`` passed); either way its
+    ``max_firings`` count restarts and a firing waiting for its active one (``buffer_one``) goes.
+    A removed trigger's firing state goes with it (keys.state)."""
     args: list[Any] = [
         keys.job_id(workspace_id, ""),
         keys.CHANGED,
@@ -213,14 +244,21 @@ def write(
         args += [trigger_id, raw or ""]
     args.append(len(change.upserts))
     for t, reschedule in change.upserts:
-        args += [t.id, t.to_json(), repr(t.next_run_at) if reschedule and t.next_run_at is not None else ""]
+        next_run = ("end" if t.next_run_at is None else repr(t.next_run_at)) if reschedule else ""
+        args += [t.id, t.to_json(), next_run]
     args.append(len(change.deletes))
     args += change.deletes
     with redis_errors():
         answer = scripts.run(
             conn,
             "write",
-            [keys.workspace(workspace_id), keys.SCHEDULE, keys.PAUSED, keys.etag(workspace_id)],
+            [
+                keys.workspace(workspace_id),
+                keys.SCHEDULE,
+                keys.PAUSED,
+                keys.etag(workspace_id),
+                keys.state(workspace_id),
+            ],
             args,
         )
     status = WriteStatus(_text(answer[0]))

@@ -54,6 +54,7 @@ def test_post_response_has_the_original_shape(client: TestClient) -> None:
                 "url": "https://api.example.com/webhook",
                 "method": "POST",
                 "id": "0",
+                "state": "active",
             },
             {
                 "jobId": "workspace-123:1",
@@ -62,6 +63,7 @@ def test_post_response_has_the_original_shape(client: TestClient) -> None:
                 "url": "https://api.example.com/report",
                 "method": "GET",
                 "id": "1",
+                "state": "active",
             },
         ],
     }
@@ -81,6 +83,7 @@ def test_post_replaces_the_whole_list(client: TestClient, conn: Redis) -> None:
             "url": trigger_body(7)["url"],
             "method": "DELETE",
             "id": "0",
+            "state": "active",
         }
     ]
     listed = client.get(triggers_url("ws")).json()
@@ -104,7 +107,7 @@ def test_get_lists_jobs_with_count(client: TestClient) -> None:
     assert {"success", "workspace_id", "count", "jobs"} <= set(body)
     assert body["success"] is True and body["workspace_id"] == "workspace-123"
     assert body["count"] == 2 == len(body["jobs"])
-    base_keys = ("jobId", "jobName", "cron", "url", "method", "id")
+    base_keys = ("jobId", "jobName", "cron", "url", "method", "id", "state")
     assert [{k: j[k] for k in base_keys} for j in body["jobs"]] == posted["jobs"]
     assert body["jobs"][0]["header_names"] == ["Authorization", "Content-Type"]
     assert body["jobs"][0]["has_payload"] is True
@@ -265,7 +268,7 @@ def test_replace_answer_keeps_its_original_shape(client: TestClient) -> None:
     assert set(body) == {"success", "workspace_id", "removed", "added", "jobs", "warnings"}
     assert {w["code"] for w in body["warnings"]} <= {"dst_repeated", "dst_skipped", "overlap_risk"}
     for job in body["jobs"]:
-        assert set(job) == {"jobId", "jobName", "cron", "url", "method", "id"}
+        assert set(job) == {"jobId", "jobName", "cron", "url", "method", "id", "state"}
 
 
 def test_list_shows_next_run_timezone_enabled_paused_and_header_names_only(client: TestClient) -> None:

@@ -56,6 +56,7 @@ def test_without_ids_the_original_answers_gain_only_the_id(client: TestClient) -
                 "url": "https://api.example.com/webhook",
                 "method": "POST",
                 "id": "0",
+                "state": "active",
             },
             {
                 "jobId": "ws:1",
@@ -64,6 +65,7 @@ def test_without_ids_the_original_answers_gain_only_the_id(client: TestClient) -
                 "url": "https://api.example.com/report",
                 "method": "GET",
                 "id": "1",
+                "state": "active",
             },
         ],
     }

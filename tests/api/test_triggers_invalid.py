@@ -27,7 +27,7 @@ INVALID_CASES = [
     (2, {"cron": "0 0 31 2 *"}, "triggers[2].cron", "never matches"),
     (1, {"cron": "every minute please"}, "triggers[1].cron", ""),
     (1, {"cron": 5}, "triggers[1].cron", "string"),
-    (1, {"cron": None}, "triggers[1].cron", "string"),
+    (1, {"cron": None}, "triggers[1].cron", "exactly one of cron and at is required"),
     (1, {"url": "ftp://files.example.com/x"}, "triggers[1].url", "http"),
     (2, {"url": "/relative/path"}, "triggers[2].url", "http"),
     (1, {"url": "https://"}, "triggers[1].url", "host"),

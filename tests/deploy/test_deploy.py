@@ -177,6 +177,13 @@ def delivery_timeout() -> float:
     )
 
 
+def longest_trigger_timeout(env: dict[str, str] | None = None) -> float:
+    """The longest timeout a delivery may have: a trigger may set up to MAX_DELIVERY_TIMEOUT_SECONDS."""
+    default = Settings.model_fields["max_delivery_timeout_seconds"].default
+    value = (env or {}).get("MAX_DELIVERY_TIMEOUT_SECONDS") or configmap_data().get("MAX_DELIVERY_TIMEOUT_SECONDS")
+    return max(float(value or default), delivery_timeout())
+
+
 def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     """Kubernetes label-selector semantics (matchLabels and matchExpressions)."""
     if not selector:
@@ -396,6 +403,8 @@ def test_grace_periods_outlast_a_delivery() -> None:
         assert grace > timeout + pre_stop, (
             f"{role}: grace {grace}s <= {timeout}s delivery timeout + {pre_stop}s preStop"
         )
+        if role == "worker":  # its requests in flight may run to the longest timeout a trigger sets
+            assert grace > longest_trigger_timeout(), f"worker: grace {grace}s <= the longest trigger timeout"
     for role in ("serve", "worker"):
         assert app_deployments()[role]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 60
 
@@ -704,6 +713,8 @@ def test_compose_stack_settings_and_wiring() -> None:
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
         grace = svc["stop_grace_period"]
         timeout = float(env.get("DELIVERY_TIMEOUT_SECONDS") or delivery_timeout())
+        if name == "worker":
+            timeout = max(timeout, longest_trigger_timeout(env))
         assert grace.endswith("s") and float(grace[:-1]) > timeout
         assert svc.get("read_only") is True and "ALL" in svc.get("cap_drop", [])
     assert "3000:3000" in services["api"]["ports"]

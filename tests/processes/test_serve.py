@@ -93,6 +93,7 @@ def test_serve_over_http_and_sigterm(tmp_path: Path, redis_url: str, conn: Redis
                     "url": "https://api.example.com/report",
                     "method": "GET",
                     "id": "0",
+                    "state": "active",
                 }
             ],
         }

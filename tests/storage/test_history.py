@@ -33,7 +33,8 @@ def test_history_cap_is_per_workspace(client: TestClient, conn: Redis, redis_url
         history_max_per_workspace=3,
         completed_keep_count=1,
         failed_keep_count=1,
-        delivery_backoff_seconds=10**9,  # the retries stay pending (ticks run at T, ahead of the clock)
+        delivery_backoff_seconds=10**9,
+        delivery_max_backoff_seconds=10**9,  # the retries stay pending (ticks run at T, ahead of the clock)
         worker_concurrency=5,
     )
     receiver.on("/a", *[(500, 0)] * 10)

@@ -43,9 +43,9 @@ from scheduler_api.api.schemas import (
     RunResponse,
     TriggerResponse,
 )
-from scheduler_api.api.views import job, listed_job, schedule_view
+from scheduler_api.api.views import job, listed_job, trigger_schedule
 from scheduler_api.errors import InvalidRequest, NotFound, PreconditionFailed
-from scheduler_api.storage import edits, firings
+from scheduler_api.storage import edits, firings, state
 from scheduler_api.storage import triggers as store
 from scheduler_api.storage.edits import Plan
 from scheduler_api.triggers import ReplaceTriggers, Trigger
@@ -87,12 +87,13 @@ def replace_triggers(
     warnings = writes.warnings(request, list(zip(paths, body.triggers, strict=True)))
     if dry_run:
         return writes.dry_run(request, workspace_id, plan, warnings)
+    paused = store.is_paused(redis_of(request), workspace_id)
     answer: dict[str, Any] = {
         "success": True,
         "workspace_id": workspace_id,
         "removed": plan.before,
         "added": len(plan.triggers),
-        "jobs": [job(t) for t in plan.triggers],
+        "jobs": [job(t, workspace_paused=paused) for t in plan.triggers],
     }
     if warnings:
         answer["warnings"] = warnings
@@ -154,7 +155,8 @@ def _not_found(workspace_id: str, trigger_id: str) -> NotFound:
 )
 def get_trigger(request: Request, workspace_id: str = WorkspaceId, trigger_id: str = TriggerId) -> JSONResponse:
     t, etag = _find(request, workspace_id, trigger_id)
-    _, description, runs = schedule_view(t.cron, t.timezone, path="", new=False)
+    fired = state.fired_count(redis_of(request), workspace_id, trigger_id) if t.max_firings else 0
+    description, runs = trigger_schedule(t, fired=fired)
     shown = listed_job(t, workspace_paused=store.is_paused(redis_of(request), workspace_id))
     return JSONResponse(
         {

@@ -2,18 +2,21 @@
 -- record.lua and sweep.lua: the per-workspace keys those scripts take, and retention.
 
 -- The per-workspace key groups in KEYS from KEYS[first] on, one group per workspace: records,
--- history, done, failed (keys.history_keys), each led by the definitions hash (sa:ws:{id}) when
--- `with_definitions`. An item of a script names its workspace by the group's number (1-based).
-local function workspace_groups(first, with_definitions)
+-- history, done, failed (keys.history_keys), led by the definitions hash (sa:ws:{id}) when
+-- `with_definitions` and followed by the state hash (sa:state:{id}) when `with_state`. An item of
+-- a script names its workspace by the group's number (1-based).
+local function workspace_groups(first, with_definitions, with_state)
   local lead = with_definitions and 1 or 0
+  local size = 4 + lead + (with_state and 1 or 0)
   local groups = {}
-  for at = first, #KEYS, 4 + lead do
+  for at = first, #KEYS, size do
     groups[#groups + 1] = {
       definitions = with_definitions and KEYS[at] or nil,
       records = KEYS[at + lead],
       history = KEYS[at + lead + 1],
       done = KEYS[at + lead + 2],
       failed = KEYS[at + lead + 3],
+      state = with_state and KEYS[at + lead + 4] or nil,
     }
   end
   return groups

@@ -6,6 +6,8 @@
 -- KEYS[3] paused        set sa:paused of paused workspace ids
 -- KEYS[4] etag          string sa:etag:{workspace id}: the workspace's ETag (absent, read as '0':
 --                       no triggers)
+-- KEYS[5] state         hash sa:state:{workspace id}: trigger id -> active firing id, id+ -> the
+--                       waiting firing's JSON, id# -> firings counted toward max_firings
 -- ARGV[1] the workspace's jobId prefix, '{workspace id}:'
 -- ARGV[2] the changes channel (sa:changed; a channel, not a key)
 -- ARGV[3] workspace id
@@ -16,14 +18,19 @@
 -- ARGV[8] '1' when the change replaces the whole list (ids not written are removed), else '0'
 -- ARGV[9] the most triggers the workspace may hold
 -- ARGV[10] e, then 2 per expectation: trigger id, the definition JSON it was read as ('' = absent)
--- then u, then 3 per trigger written: id, definition JSON, next run ('' = keep its entry)
+-- then u, then 3 per trigger written: id, definition JSON, next run ('' = keep its entry;
+--         'end' = rescheduled but ended at once: no entry)
 -- then d, then 1 per trigger deleted: id
 -- Returns {'ok', triggers before} | {'precondition'} (If-Match) | {'conflict', id or ''} (what the
 -- change was planned on no longer holds: the caller plans again) | {'too_many', count}. Nothing is written unless 'ok'.
+-- A rescheduled trigger (a next run or 'end') restarts its max_firings count and loses its
+-- waiting firing; a removed one loses its whole state (its active firing, if any, lets go when
+-- the worker drops it); a workspace left without triggers loses its state hash.
 local definitions_key = KEYS[1]
 local schedule_key = KEYS[2]
 local paused_key = KEYS[3]
 local etag_key = KEYS[4]
+local state_key = KEYS[5]
 local job_id_prefix = ARGV[1]
 local changes_channel = ARGV[2]
 local workspace_id = ARGV[3]
@@ -77,21 +84,31 @@ if whole_list then
     if not kept[id] then
       redis.call('HDEL', definitions_key, id)
       redis.call('ZREM', schedule_key, job_id_prefix .. id)
+      redis.call('HDEL', state_key, id, id .. '+', id .. '#')
     end
   end
 end
 for i = 0, writes - 1 do
   local id, definition, next_run = ARGV[written_at + i * 3], ARGV[written_at + i * 3 + 1], ARGV[written_at + i * 3 + 2]
   redis.call('HSET', definitions_key, id, definition)
-  if next_run ~= '' then redis.call('ZADD', schedule_key, next_run, job_id_prefix .. id) end
+  if next_run ~= '' then
+    if next_run == 'end' then
+      redis.call('ZREM', schedule_key, job_id_prefix .. id)
+    else
+      redis.call('ZADD', schedule_key, next_run, job_id_prefix .. id)
+    end
+    redis.call('HDEL', state_key, id .. '+', id .. '#')
+  end
 end
 for i = 0, deletes - 1 do
   local id = ARGV[deleted_at + i]
   redis.call('HDEL', definitions_key, id)
   redis.call('ZREM', schedule_key, job_id_prefix .. id)
+  redis.call('HDEL', state_key, id, id .. '+', id .. '#')
 end
 if redis.call('HLEN', definitions_key) == 0 then
   redis.call('DEL', etag_key)
+  redis.call('DEL', state_key)
 else
   redis.call('SET', etag_key, new_etag)
 end
