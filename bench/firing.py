@@ -119,24 +119,26 @@ def spread(total: int, parts: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
-def trigger_list(count: int, workspace: str, cron: str, receiver_url: str) -> bytes:
-    return json.dumps(
-        {
-            "triggers": [
-                {"cron": cron, "url": f"{receiver_url}/hook/{workspace}/{i}", "method": "POST", "payload": {"i": i}}
-                for i in range(count)
-            ]
-        }
-    ).encode()
+def trigger_list(count: int, workspace: str, cron: str, receiver_url: str, overlap: str | None = None) -> bytes:
+    triggers: list[dict[str, Any]] = [
+        {"cron": cron, "url": f"{receiver_url}/hook/{workspace}/{i}", "method": "POST", "payload": {"i": i}}
+        for i in range(count)
+    ]
+    if overlap is not None:
+        for t in triggers:
+            t["overlap"] = overlap
+    return json.dumps({"triggers": triggers}).encode()
 
 
-async def register(base: str, counts: list[int], cron: str, receiver_url: str) -> list[float]:
+async def register(
+    base: str, counts: list[int], cron: str, receiver_url: str, overlap: str | None = None
+) -> list[float]:
     """Replace each workspace's list, one request after the other; return each request's seconds."""
     timings: list[float] = []
     timeout = aiohttp.ClientTimeout(total=300)
     async with aiohttp.ClientSession(timeout=timeout, headers=auth_headers()) as session:
         for w, count in enumerate(counts):
-            body = trigger_list(count, f"ws-{w}", cron, receiver_url)
+            body = trigger_list(count, f"ws-{w}", cron, receiver_url, overlap)
             t0 = time.perf_counter()
             async with session.post(
                 f"{base}/api/workspaces/ws-{w}/triggers", data=body, headers={"Content-Type": "application/json"}
@@ -202,6 +204,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay-ms", type=float, default=0.0, help="the receiver answers after this long")
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="give up this many seconds after the last due time (default 120)"
+    )
+    parser.add_argument(
+        "--overlap", choices=("allow", "skip", "buffer_one"), default=None, help="every trigger's overlap policy"
     )
     parser.add_argument("--settle", type=float, default=3.0, help="seconds to watch for duplicates at the end")
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON lines file to append to")
@@ -270,7 +275,7 @@ def run(
 
     print(f"registering {args.triggers:,} triggers in {args.workspaces} workspace(s) through the API...", flush=True)
     reg_start = time.time()
-    timings = asyncio.run(register(base, counts, args.cron, receiver.url))
+    timings = asyncio.run(register(base, counts, args.cron, receiver.url, args.overlap))
     reg_end = time.time()
     at_rest = used_memory(conn)
     keys_bytes = key_memory(conn, args.workspaces)
@@ -343,6 +348,7 @@ def run(
     }
     return {
         "settings": settings_in(env),
+        "overlap": args.overlap or "allow",
         "redis_version": redis_version(conn),
         "registration": {
             "seconds": round(reg_end - reg_start, 3),
@@ -413,8 +419,8 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
     concurrency = result["settings"].get("WORKER_CONCURRENCY", "default")
     print_table(
         f"bench.firing: {args.triggers:,} triggers / {args.workspaces} workspaces, cron '{args.cron}', "
-        f"{args.workers} worker(s), WORKER_CONCURRENCY {concurrency}, receiver delay {args.delay_ms:g} ms  |  "
-        + provenance_line(),
+        f"{args.workers} worker(s), WORKER_CONCURRENCY {concurrency}, receiver delay {args.delay_ms:g} ms, "
+        f"overlap {args.overlap or 'allow'}  |  " + provenance_line(),
         ["due (UTC)", "delivered / expected", "dups", "missing", "late min s", "p50", "p95", "p99", "max", "deliv/s"],
         rows,
     )
