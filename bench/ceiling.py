@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from redis import Redis
 
 from bench.common import (
     RESULTS,
@@ -172,6 +173,7 @@ def run_httpx(receiver: ReceiverProcess, args: argparse.Namespace, settings: Set
 
 def run_delivery_send(receiver: ReceiverProcess, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     runtime = DeliveryRuntime(settings)
+    runtime.load_signers(Redis.from_url(settings.redis_url), ["ws-0"])  # every delivery is signed
     trigger = StoredTrigger("ws-0", 0, "v", "* * * * *", receiver.url + "/ceiling", "POST", PAYLOAD, {})
     firing = Firing("ws-0:0@2026-01-01T00:00:00Z", "ws-0:0", "v", 1767225600.0)
     try:

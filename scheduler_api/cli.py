@@ -92,7 +92,7 @@ def scheduler(settings: Settings) -> None:
 def rotate_secrets(settings: Settings) -> int:
     from scheduler_api.header_crypto import HeaderCipher
     from scheduler_api.storage.connection import connect
-    from scheduler_api.storage.triggers import rotate_secrets as rotate
+    from scheduler_api.storage.rotation import rotate_secrets as rotate
 
     if not settings.secrets_key:
         print("scheduler-api: SECRETS_KEY is not set: nothing to encrypt with", file=sys.stderr)

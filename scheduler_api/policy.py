@@ -30,10 +30,20 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 from scheduler_api import cron as cronlib
 
@@ -49,7 +59,21 @@ def _iso_text(value: Any) -> Any:
     return value
 
 
-IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+# Times the service can compute with and show: from 1970 to the end of 9998 (a schedule within a
+# year of 9999 could not show its next runs).
+MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _in_range(value: datetime) -> datetime:
+    """Times are kept to the millisecond (as the API shows them), so what a client reads back and
+    sends again is the same time."""
+    if not MIN_TIME <= value < MAX_TIME:
+        raise ValueError("must be between 1970-01-01 and 9998-12-31 (UTC)")
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_in_range)]
 
 
 def _status(value: Any) -> Any:

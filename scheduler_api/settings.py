@@ -76,8 +76,9 @@ class Settings(BaseSettings):
     history_max_per_workspace: int | None = Field(None, ge=1)
     # How much of a target's response body a record keeps.
     response_excerpt_bytes: int = Field(256, ge=0, le=65_536)
-    # HMAC secrets for X-Scheduler-Signature: "current" or "current,next" while rotating.
-    signing_secrets: str = Field("", repr=False)
+    # After a workspace's signing secret is rotated, the previous one keeps signing for this long
+    # (scheduler_api.signing: two signatures in webhook-signature), then stops.
+    signing_rotation_seconds: int = Field(86_400, ge=0)
 
     max_triggers_per_workspace: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1_048_576, ge=1024)
@@ -175,7 +176,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 def _shown(name: str, value: Any) -> str:
     """How an invalid value appears in the error: secrets hidden, a Redis URL's password too."""
-    if name in ("API_KEYS", "SECRETS_KEY", "SIGNING_SECRETS", "METRICS_KEY"):
+    if name in ("API_KEYS", "SECRETS_KEY", "METRICS_KEY"):
         return "<hidden>"
     if name == "REDIS_URL" and isinstance(value, str):
         from scheduler_api.storage.connection import redacted

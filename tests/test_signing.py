@@ -1,220 +1,122 @@
-"""`scheduler_api.signing`: ``X-Scheduler-Signature: t=<unix s>,v1=<hex HMAC-SHA256("t.body")>``, one ``v1``
-per secret of ``SIGNING_SECRETS`` (current, next), and `signing.verify` for receivers.
+"""`scheduler_api.signing`: Standard Webhooks signatures (``webhook-id``, ``webhook-timestamp``,
+``webhook-signature: v1,<base64 HMAC-SHA256("id.timestamp.body")>``), checked with the real
+`standardwebhooks` package, and `signing.verify`, the thin wrapper for receivers.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import time
 
 import pytest
-from redis import Redis
-from rq import Queue
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from scheduler_api import signing
-from scheduler_api.delivery import worker
-from scheduler_api.engine import tick as ticking
-from scheduler_api.settings import Settings
-from scheduler_api.storage import edits
-from scheduler_api.triggers import Trigger
-from tests.support.clock import T
-from tests.support.factories import make_settings
-from tests.support.receiver import Received, Receiver
 
-NOW = 1_790_000_000
+MSG = "ws:t1@2026-01-01T00:00:00Z"
+BODY = b'{"\xc3\xa9":[1,2.5,null]}'
 
 
-def sig(r: Received) -> str | None:
-    return {k.lower(): v for k, v in r.headers.items()}.get("x-scheduler-signature")
+def as_dict(pairs: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in pairs}
 
 
-def parts(header: str) -> tuple[int, list[str]]:
-    t, *vs = header.split(",")
-    assert t.startswith("t=") and all(v.startswith("v1=") for v in vs), header
-    return int(t[2:]), [v[3:] for v in vs]
+def test_new_secrets_are_whsec_base64_of_32_random_bytes() -> None:
+    a, b = signing.new_secret(), signing.new_secret()
+    assert a != b
+    for secret in (a, b):
+        assert secret.startswith("whsec_")
+        assert len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) == 32
 
 
-def test_sign_is_hmac_sha256_of_t_dot_body() -> None:
-    header = signing.sign(["s3cret"], b'{"a":1}', timestamp=NOW)
-    expected = hmac.new(b"s3cret", f"{NOW}.".encode() + b'{"a":1}', hashlib.sha256).hexdigest()
-    assert header == f"t={NOW},v1={expected}"
-    assert signing.verify("s3cret", header, b'{"a":1}', 300, now=NOW)
+def test_the_signature_is_the_spec_s_and_verifies_with_standardwebhooks() -> None:
+    secret = signing.new_secret()
+    now = time.time()
+    headers = as_dict(signing.Signer(secret).headers(MSG, BODY, now))
+    assert set(headers) == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+    assert headers["webhook-id"] == MSG and headers["webhook-timestamp"] == str(int(now))
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{MSG}.{int(now)}.".encode() + BODY, hashlib.sha256).digest()
+    assert headers["webhook-signature"] == "v1," + base64.b64encode(mac).decode()
+    assert Webhook(secret).verify(BODY, headers) == {"é": [1, 2.5, None]}
+    assert signing.verify(secret, headers, BODY)
 
 
-def test_tampered_body_or_other_secret_is_rejected() -> None:
-    header = signing.sign(["s3cret"], b'{"a":1}', timestamp=NOW)
-    assert not signing.verify("s3cret", header, b'{"a":2}', now=NOW)
-    assert not signing.verify("s3cret", header, b'{"a":1} ', now=NOW)
-    assert not signing.verify("s3cret", header, b"", now=NOW)
-    assert not signing.verify("other", header, b'{"a":1}', now=NOW)
-    # A replayed MAC under another timestamp fails: t is part of what is signed.
-    _, [mac] = parts(header)
-    assert not signing.verify("s3cret", f"t={NOW + 1},v1={mac}", b'{"a":1}', now=NOW)
+def test_tampered_body_stale_timestamp_or_another_secret_fail() -> None:
+    secret, other = signing.new_secret(), signing.new_secret()
+    now = time.time()
+    headers = as_dict(signing.Signer(secret).headers(MSG, BODY, now))
+    for body in (BODY + b" ", b"", BODY[:-1]):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(secret).verify(body, headers)
+        assert not signing.verify(secret, headers, body)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(other).verify(BODY, headers)
+    assert not signing.verify(other, headers, BODY)
+    stale = as_dict(signing.Signer(secret).headers(MSG, BODY, now - 301))
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        Webhook(secret).verify(BODY, stale)
+    assert not signing.verify(secret, stale, BODY)
+    assert signing.verify(secret, stale, BODY, tolerance=400)
+    # The id is signed: the same signature under another id fails.
+    moved = {**headers, "webhook-id": MSG + "x"}
+    assert not signing.verify(secret, moved, BODY)
 
 
-def test_timestamp_outside_the_tolerance_is_rejected() -> None:
-    header = signing.sign(["s"], b"x", timestamp=NOW)
-    assert signing.verify("s", header, b"x", 300, now=NOW + 300)
-    assert not signing.verify("s", header, b"x", 300, now=NOW + 301)  # expired
-    assert signing.verify("s", header, b"x", 300, now=NOW - 300)
-    assert not signing.verify("s", header, b"x", 300, now=NOW - 301)  # from the future
-    assert not signing.verify("s", header, b"x", 10, now=NOW + 11)
-    # The default tolerance is 300 s, against the real clock.
-    assert signing.verify("s", signing.sign(["s"], b"x"), b"x")
-    assert not signing.verify("s", signing.sign(["s"], b"x", timestamp=int(time.time()) - 301), b"x")
-
-
-def test_rotation_carries_one_v1_per_secret_and_each_verifies() -> None:
-    header = signing.sign(["current", "next"], b"body", timestamp=NOW)
-    t, macs = parts(header)
-    assert t == NOW and len(macs) == 2 and macs[0] != macs[1]
-    assert signing.verify("current", header, b"body", now=NOW)
-    assert signing.verify("next", header, b"body", now=NOW)
-    assert not signing.verify("retired", header, b"body", now=NOW)
-    assert not signing.verify("next", header, b"tampered", now=NOW)
-
-
-def test_empty_body_signs_empty_bytes() -> None:
-    header = signing.sign(["s"], b"", timestamp=NOW)
-    expected = hmac.new(b"s", f"{NOW}.".encode(), hashlib.sha256).hexdigest()
-    assert header == f"t={NOW},v1={expected}"
-    assert signing.verify("s", header, b"", now=NOW)
-
-
-def test_field_order_and_spaces_do_not_matter() -> None:
-    t, [mac] = parts(signing.sign(["s"], b"x", timestamp=NOW))
-    assert signing.verify("s", f"v1={mac},t={t}", b"x", now=NOW)
-    assert signing.verify("s", f"t={t}, v1={mac}", b"x", now=NOW)
-    assert signing.verify("s", f"t={t},v1=deadbeef,v1={mac}", b"x", now=NOW)  # any v1 may match
-    assert signing.verify("s", f"t={t},v0=whatever,v1={mac}", b"x", now=NOW)  # unknown schemes ignored
+def test_rotation_window_two_signatures_then_only_the_current_one() -> None:
+    old, new = signing.new_secret(), signing.new_secret()
+    now = time.time()
+    signer = signing.Signer(new, old, previous_until=now + 10)
+    during = as_dict(signer.headers(MSG, BODY, now))
+    assert len(during["webhook-signature"].split(" ")) == 2
+    for secret in (old, new):
+        Webhook(secret).verify(BODY, during)
+        assert signing.verify(secret, during, BODY)
+    after = as_dict(signer.headers(MSG, BODY, now + 10))
+    assert len(after["webhook-signature"].split(" ")) == 1
+    Webhook(new).verify(BODY, after)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(old).verify(BODY, after)
+    assert signing.verify(new, after, BODY, now=now + 10)
+    assert not signing.verify(old, after, BODY, now=now + 10)
 
 
 @pytest.mark.parametrize(
-    "header",
+    "headers",
     [
-        None,
-        "",
-        "garbage",
-        ",,,",
-        "t=,v1=",
-        "t=abc,v1=00",
-        "t=-5,v1=00",
-        "t=1.5,v1=00",
-        "t=١٧٩٠٠٠٠٠٠٠,v1=00",  # non-ASCII digits
-        "v1={mac}",  # no timestamp
-        "t={t}",  # no signature
-        "t={t},v1=",
-        "t={t},v1=é{mac}",  # non-ASCII in the MAC
-        "t={t},v1={mac}\x00",
-        "t={t},v1={mac_upper}",
-        "t={t},V1={mac}",
-        "T={t},v1={mac}",
-        "t={t}v1={mac}",
-        "t=" + "9" * 5000 + ",v1={mac}",
+        {},
+        {"webhook-id": MSG, "webhook-timestamp": "{t}"},
+        {"webhook-id": MSG, "webhook-signature": "{sig}"},
+        {"webhook-timestamp": "{t}", "webhook-signature": "{sig}"},
+        {"webhook-id": MSG, "webhook-timestamp": "abc", "webhook-signature": "{sig}"},
+        {"webhook-id": MSG, "webhook-timestamp": "1.5", "webhook-signature": "{sig}"},
+        {"webhook-id": MSG, "webhook-timestamp": "-{t}", "webhook-signature": "{sig}"},
+        {"webhook-id": MSG, "webhook-timestamp": "9" * 5000, "webhook-signature": "{sig}"},
+        {"webhook-id": MSG, "webhook-timestamp": "{t}", "webhook-signature": ""},
+        {"webhook-id": MSG, "webhook-timestamp": "{t}", "webhook-signature": "v1,é{sig}"},
+        {"webhook-id": MSG, "webhook-timestamp": "{t}", "webhook-signature": "v2,{mac}"},
+        {"webhook-id": MSG, "webhook-timestamp": "{t}", "webhook-signature": "{sig}\x00"},
     ],
 )
-def test_missing_or_malformed_header_is_false_never_an_exception(header: str | None) -> None:
-    t, [mac] = parts(signing.sign(["s"], b"x", timestamp=NOW))
-    value = (
-        header.replace("{t}", str(t)).replace("{mac_upper}", mac.upper()).replace("{mac}", mac) if header else header
-    )
-    assert signing.verify("s", value, b"x", 300, now=NOW) is False
-
-
-def deliver(conn: Redis, settings: Settings, triggers: list[Trigger], *nows: float) -> None:
-    edits.replace(conn, "ws", triggers, now=lambda: T - 30)
-    queue = Queue(settings.queue_name, connection=conn)
-    for now in nows:
-        ticking.tick(conn, queue, settings, now=now)
-        worker.run_worker(settings, conn, burst=True)
-
-
-def test_every_delivery_is_signed_on_the_bytes_the_receiver_got(
-    conn: Redis, redis_url: str, receiver: Receiver
-) -> None:
-    settings = make_settings(redis_url, signing_secrets="whsec-current")
-    before = int(time.time())
-    deliver(
-        conn,
-        settings,
-        [
-            Trigger(cron="* * * * *", url=receiver.url + "/post", method="POST", payload={"é": [1, 2.5, None]}),
-            Trigger(cron="* * * * *", url=receiver.url + "/get", method="GET", payload={"stored": "not sent"}),
-            Trigger(cron="* * * * *", url=receiver.url + "/put", method="PUT", payload={"p": "q"}),
-            Trigger(cron="* * * * *", url=receiver.url + "/delete", method="DELETE"),
-            Trigger(cron="* * * * *", url=receiver.url + "/empty", method="POST"),
-        ],
-        T + 0.2,
-    )
-    after = int(time.time())
-    assert len(receiver.requests) == 5
-    for r in receiver.requests:
-        header = sig(r)
-        assert header is not None, r.path
-        t, macs = parts(header)
-        assert before <= t <= after and len(macs) == 1
-        assert signing.verify("whsec-current", header, r.body), r.path
-        assert not signing.verify("whsec-current", header, r.body + b" "), r.path
-        assert not signing.verify("whsec-other", header, r.body), r.path
-    got = {r.path: r for r in receiver.requests}
-    assert got["/post"].json() == {"é": [1, 2.5, None]}
-    for path in ("/get", "/delete", "/empty"):
-        assert got[path].body == b""
-        assert signing.verify("whsec-current", sig(got[path]), b"")
-
-
-def test_rotation_on_the_wire(conn: Redis, redis_url: str, receiver: Receiver) -> None:
-    settings = make_settings(redis_url, signing_secrets=" current , next ")
-    deliver(conn, settings, [Trigger(cron="* * * * *", url=receiver.url + "/r", method="POST", payload={})], T + 0.2)
-    [r] = receiver.requests
-    header = sig(r)
-    assert header is not None
-    _, macs = parts(header)
-    assert len(macs) == 2
-    assert signing.verify("current", header, r.body)
-    assert signing.verify("next", header, r.body)
-    assert not signing.verify(" current ", header, r.body)  # the setting's spaces are stripped
-
-
-def test_each_retry_is_signed_afresh(conn: Redis, redis_url: str, receiver: Receiver) -> None:
-    settings = make_settings(redis_url, signing_secrets="s")
-    receiver.on("/again", (500, 0))
-    deliver(
-        conn,
-        settings,
-        [Trigger(cron="* * * * *", url=receiver.url + "/again", method="PATCH", payload={"n": 1})],
-        T + 0.2,
-        T + 0.5,
-    )
-    reqs = receiver.to("/again")
-    assert len(reqs) == 2
-    for r in reqs:
-        assert signing.verify("s", sig(r), r.body)
-
-
-def test_no_signing_secrets_no_signature_header(conn: Redis, redis_url: str, receiver: Receiver) -> None:
-    settings = make_settings(redis_url)
-    assert settings.signing_secrets == ""
-    deliver(conn, settings, [Trigger(cron="* * * * *", url=receiver.url + "/n", method="POST", payload={})], T + 0.2)
-    [r] = receiver.requests
-    assert sig(r) is None
-
-
-def test_a_trigger_cannot_set_the_signature_header(client: object) -> None:
-    from fastapi.testclient import TestClient
-
-    assert isinstance(client, TestClient)
-    body = {
-        "triggers": [
-            {
-                "cron": "* * * * *",
-                "url": "https://example.com/x",
-                "method": "GET",
-                "headers": {"X-Scheduler-Signature": "t=1,v1=forged"},
-            }
-        ]
+def test_missing_or_malformed_headers_are_false_never_an_exception(headers: dict[str, str]) -> None:
+    secret = signing.new_secret()
+    now = int(time.time())
+    good = as_dict(signing.Signer(secret).headers(MSG, BODY, now))
+    sig = good["webhook-signature"]
+    filled = {
+        k: v.replace("{t}", str(now)).replace("{sig}", sig).replace("{mac}", sig.removeprefix("v1,"))
+        for k, v in headers.items()
     }
-    r = client.post("/api/workspaces/ws/triggers", json=body)
-    assert r.status_code == 400
-    assert r.json()["details"][0]["path"].startswith("triggers[0].headers")
+    assert signing.verify(secret, filled, BODY) is False
+    assert signing.verify("not base64!", good, BODY) is False
+    assert signing.verify("", good, BODY) is False
+
+
+def test_header_names_are_case_insensitive_and_any_listed_signature_may_match() -> None:
+    secret = signing.new_secret()
+    good = as_dict(signing.Signer(secret).headers(MSG, BODY, time.time()))
+    upper = {k.upper(): v for k, v in good.items()}
+    upper["WEBHOOK-SIGNATURE"] = "v1,AAAA " + good["webhook-signature"]
+    assert signing.verify(secret, upper, BODY)

@@ -19,6 +19,8 @@ from scheduler_api import __version__
 from scheduler_api.api.errors import install_handlers
 from scheduler_api.api.middleware import ApiKeyCheck, BodySizeLimit, HeadAsGet
 from scheduler_api.api.routes import cron, deliveries, health, triggers, workspaces
+from scheduler_api.api.routes import settings as settings_routes
+from scheduler_api.api.routes import signing as signing_routes
 from scheduler_api.auth import parse_api_keys
 from scheduler_api.errors import SettingsError
 from scheduler_api.header_crypto import HeaderCipher
@@ -64,6 +66,8 @@ def create_app(settings: Settings, *, redis_client: Redis | None = None) -> Fast
     documented_key = [Depends(HTTPBearer(auto_error=False, description="An API key from API_KEYS."))]
     for resource in (triggers, workspaces, deliveries, cron):
         app.include_router(resource.router, dependencies=documented_key)
+    app.include_router(signing_routes.router, dependencies=documented_key)
+    app.include_router(settings_routes.router, dependencies=documented_key)
     install_handlers(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(ApiKeyCheck, keys=app.state.api_keys)

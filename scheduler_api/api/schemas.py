@@ -53,6 +53,8 @@ class ListedJob(Job):
     end_at: str | None = Field(None, description="ISO 8601 UTC.")
     max_firings: int | None = None
     jitter_seconds: int | None = Field(None, description="next_run_at and next_runs include each firing's offset.")
+    disabled_reason: str | None = Field(None, description="An auto-disabled trigger: why (while it stays disabled).")
+    disabled_at: str | None = Field(None, description="An auto-disabled trigger: when, ISO 8601 UTC.")
 
 
 class Warning(BaseModel):
@@ -210,6 +212,12 @@ class Attempt(BaseModel):
     )
 
 
+class AlertAbout(BaseModel):
+    type: Literal["trigger.failing", "trigger.recovered", "trigger.disabled"]
+    id: str = Field(description="The trigger the alert is about.")
+    url: str = Field(description="Where the alert was sent (the workspace's alerts.url at the time).")
+
+
 class Delivery(BaseModel):
     id: str = Field(description="The firing id, `{jobId}@{scheduled time}`; also its Idempotency-Key.")
     jobId: str
@@ -223,6 +231,9 @@ class Delivery(BaseModel):
     missed_since: str | None = Field(None, description="The first run time a missed firing's scheduler passed over.")
     reason: str | None = Field(None, description='Why a skipped firing was not sent: "overlap".')
     active_id: str | None = Field(None, description="A skipped firing: the firing of its trigger that was active.")
+    replays: int | None = Field(None, description="How many times the firing was replayed (absent: never).")
+    kind: Literal["alert"] | None = Field(None, description="\"alert\" for an alert's record; absent for a trigger's.")
+    alert: AlertAbout | None = Field(None, description="An alert's record: what it was about and where it went.")
 
 
 class DeliveriesResponse(BaseModel):
@@ -230,3 +241,70 @@ class DeliveriesResponse(BaseModel):
     workspace_id: str
     count: int
     deliveries: list[Delivery]
+
+
+class PreviousSecret(BaseModel):
+    expires_at: str = Field(description="When the previous secret stops signing, ISO 8601 UTC.")
+
+
+class SigningSecretResponse(BaseModel):
+    success: bool
+    workspace_id: str
+    secret: str = Field(description="`whsec_` + base64 of 32 random bytes; receivers verify deliveries with it.")
+    created_at: str = Field(description="When this secret was made, ISO 8601 UTC.")
+    previous: PreviousSecret | None = Field(
+        description="After a rotation, until SIGNING_ROTATION_SECONDS have passed: the previous secret still signs "
+        "every delivery too (a second signature in webhook-signature). Null otherwise."
+    )
+
+
+class ReplayResponse(BaseModel):
+    success: bool
+    firing_id: str
+    replay: int = Field(description="The replay's number: 1 for the first replay of this firing.")
+
+
+ReplayOutcome = Literal["delivered", "failed", "blocked", "missed", "skipped"]
+
+
+class BulkReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo (`outcomes`) is refused, as in a trigger
+
+    outcome: ReplayOutcome = Field("failed", description="Replay the records with this final outcome.")
+    trigger: StrictStr | None = Field(
+        None, pattern=TRIGGER_ID.pattern, min_length=1, max_length=64, description="Only this trigger id."
+    )
+    since: Annotated[AwareDatetime, BeforeValidator(_iso_text)] | None = Field(
+        None, description="Only firings scheduled at or after this instant (ISO 8601 with an offset or Z)."
+    )
+    until: Annotated[AwareDatetime, BeforeValidator(_iso_text)] | None = Field(
+        None, description="Only firings scheduled at or before this instant (ISO 8601 with an offset or Z)."
+    )
+    limit: StrictInt = Field(100, ge=1, le=1000, description="At most this many records, newest scheduled first.")
+
+
+class BulkReplayResponse(BaseModel):
+    success: bool
+    replayed: int = Field(description="Firings enqueued again.")
+    skipped: int = Field(description="Matching records not replayed: trigger gone, in progress, or overlap active.")
+
+
+class AlertsSettings(BaseModel):
+    url: str = Field(description="Where alerts are POSTed (signed like deliveries).")
+    after_failures: int = Field(description="Alert when a trigger's consecutive failed firings reach this.")
+
+
+class RateLimitSettings(BaseModel):
+    host: str = Field(description="Lower-case, IDNA-encoded, no port.")
+    per_second: float | None = Field(description="Requests a second; null: no bound.")
+    concurrency: int | None = Field(description="Requests in flight at once; null: no bound.")
+
+
+class WorkspaceSettingsResponse(BaseModel):
+    success: bool
+    workspace_id: str
+    alerts: AlertsSettings | None = Field(description="Failure and recovery alerts; null: none.")
+    auto_disable_after_failures: int | None = Field(
+        description="A trigger is disabled after this many consecutive failed firings; null: never."
+    )
+    rate_limits: list[RateLimitSettings] = Field(description="Per-host limits (stored; not enforced yet).")

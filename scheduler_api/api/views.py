@@ -8,6 +8,8 @@ Rules of the views:
 * a one-off trigger shows ``"cron": null`` and its ``at`` (ISO 8601 UTC); a cron trigger shows no ``at``;
 * the listed views show the policy fields that are set, with the input's names (times in ISO 8601
   UTC), and nothing for those left at their defaults;
+* an auto-disabled trigger (scheduler_api.storage.workspace_settings) also shows ``disabled_reason``
+  and ``disabled_at`` while it stays disabled;
 * run times shown (``next_run_at``, ``next_runs``) are when a firing is really sent: its nominal time
   plus the trigger's jitter offset (scheduler_api.policy.jitter_offset of its firing id), within
   ``start_at`` / ``end_at``; the one-trigger view's ``next_runs`` also stop after the firings
@@ -79,7 +81,19 @@ def listed_job(t: StoredTrigger, *, workspace_paused: bool) -> dict[str, Any]:
         "enabled": t.enabled,
         "paused": workspace_paused or not t.enabled,
         **policy_view(t),
+        **disabled_view(t),
     }
+
+
+def disabled_view(t: StoredTrigger) -> dict[str, Any]:
+    """An auto-disabled trigger's ``disabled_reason`` and ``disabled_at`` (ISO 8601 UTC), while it
+    stays disabled; nothing for any other trigger."""
+    # (reason, unix time) as the record script stored it in the definition's "off" member.
+    off = None if t.enabled else t.disabled
+    if not off:
+        return {}
+    reason, at = off
+    return {"disabled_reason": reason, "disabled_at": cronlib.iso(at)}
 
 
 def trigger_schedule(t: StoredTrigger, *, fired: int = 0, after: float | None = None) -> tuple[str, list[str]]:

@@ -4,9 +4,11 @@ What is sent: the trigger's method and url, its headers, `payload` as a JSON bod
 and PATCH (none for GET and DELETE), plus `User-Agent: scheduler-api/<version>` (in place of the
 trigger's own, if it has one), `X-Scheduler-Workspace`, `X-Scheduler-Trigger` (the jobId),
 `X-Scheduler-Scheduled-At` (ISO 8601 UTC), `X-Scheduler-Attempt` (1 for the first try),
-`Idempotency-Key` (the firing id, the same for every attempt of one firing) and, with
-``SIGNING_SECRETS`` set, `X-Scheduler-Signature` (scheduler_api.signing). Redirects are not
-followed.
+`Idempotency-Key` (the firing id, the same for every attempt of one firing) and the Standard
+Webhooks signature of the workspace, always: `webhook-id` (= the Idempotency-Key),
+`webhook-timestamp` and `webhook-signature` (scheduler_api.signing; these three, like User-Agent,
+replace any the trigger sets). Redirects are not followed. A replay (scheduler_api.storage.replay)
+also carries `X-Scheduler-Replay`, its number (1 for the first replay of a firing).
 
 `send` never raises: every failure becomes the returned `Attempt`'s `error` (``timeout``,
 ``blocked`` by the SSRF guard, ``assertion``, the transport's error class...), and `Attempt.final`
@@ -43,7 +45,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -54,6 +56,7 @@ import httpx
 from scheduler_api import __version__, signing
 from scheduler_api import cron as cronlib
 from scheduler_api.delivery.http import TIMEOUT_EXTENSION, DeliveryClient, aiohttp_url
+from scheduler_api.errors import SecretsError
 from scheduler_api.policy import Policy
 from scheduler_api.settings import Settings
 from scheduler_api.ssrf import TargetPolicy, blocked_in_chain
@@ -70,6 +73,8 @@ REDACTED = "[redacted]"
 MIN_REDACTED_LENGTH = 4
 
 USER_AGENT = f"scheduler-api/{__version__}".encode("ascii")
+# Header names of the trigger's own that ours replace (lower case).
+OURS = frozenset({"user-agent", "webhook-id", "webhook-timestamp", "webhook-signature"})
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,8 @@ class SendOptions:
     timeout: float
     excerpt_bytes: int
     policy: TargetPolicy
-    signing_secrets: tuple[str, ...] = ()
+    # Workspace id -> its signer, filled by the runtime before a batch sends (DeliveryRuntime.load_signers).
+    signers: dict[str, signing.Signer] = field(default_factory=dict, compare=False, hash=False)
     success_body_bytes: int = 65_536  # how much of a body `success.body_contains` looks in
     retry_after_max: float = 3600.0  # the longest Retry-After honoured
 
@@ -89,7 +95,6 @@ class SendOptions:
             timeout=settings.delivery_timeout_seconds,
             excerpt_bytes=settings.response_excerpt_bytes,
             policy=TargetPolicy.from_settings(settings),
-            signing_secrets=tuple(s.strip() for s in settings.signing_secrets.split(",") if s.strip()),
             success_body_bytes=settings.success_body_max_bytes,
             retry_after_max=settings.retry_after_max_seconds,
         )
@@ -98,15 +103,19 @@ class SendOptions:
 def build_request(trigger: StoredTrigger, firing: Firing, options: SendOptions) -> httpx.Request:
     """The request of one attempt (see the module docstring for what it carries).
 
-    A `User-Agent` among the trigger's headers is replaced by ours (one header line, not two).
-    The body is given as a
+    A `User-Agent` or ``webhook-*`` header among the trigger's headers is replaced by ours (one
+    header line, not two). Raises `SecretsError` when the workspace's signer was not loaded (a
+    bug: the batch loads it first); `send` turns that into a failed attempt. The body is given as a
     ready stream, so httpx adds no headers of its own: the transport sets Host and
     Content-Length from the url and the bytes. A trigger's ``timeout_seconds`` travels in the
     request's extensions (scheduler_api.delivery.http.TIMEOUT_EXTENSION).
     """
     has_body = trigger.method in BODY_METHODS and trigger.payload is not None
     content = trigger.payload_json if has_body else b""
-    headers = [(k.encode("ascii"), v.encode("ascii")) for k, v in trigger.headers.items() if k.lower() != "user-agent"]
+    signer = options.signers.get(trigger.workspace_id)
+    if signer is None:
+        raise SecretsError(f"no signing secret loaded for workspace {trigger.workspace_id!r}")
+    headers = [(k.encode("ascii"), v.encode("ascii")) for k, v in trigger.headers.items() if k.lower() not in OURS]
     if has_body and not any(k.lower() == b"content-type" for k, _ in headers):
         headers.append((b"Content-Type", b"application/json"))
     headers += [
@@ -117,8 +126,9 @@ def build_request(trigger: StoredTrigger, firing: Firing, options: SendOptions) 
         (b"X-Scheduler-Attempt", str(firing.attempt).encode("ascii")),
         (b"Idempotency-Key", firing.id.encode("ascii")),
     ]
-    if options.signing_secrets:
-        headers.append((signing.HEADER.encode("ascii"), signing.sign(options.signing_secrets, content).encode("ascii")))
+    if firing.replay:
+        headers.append((b"X-Scheduler-Replay", str(firing.replay).encode("ascii")))
+    headers += signer.headers(firing.id, content, time.time())
     policy = trigger.policy
     timeout = policy.timeout_seconds if policy is not None else None
     request = httpx.Request(

@@ -13,8 +13,15 @@ Rules of the batch:
   (`BatchRun.current_trigger`): a replace or delete takes effect for every firing not yet
   started. A batch being delivered reads the definitions again, for its firings still waiting
   for a free lane, as soon as the worker hears of a change (scheduler_api.delivery.changes,
-  about a millisecond after the API's answer) and in any case every `FLUSH_EVERY_SECONDS`;
-* a header value that cannot be decrypted fails its firing at once, nothing is sent;
+  about a millisecond after the API's answer) and in any case every `FLUSH_EVERY_SECONDS`; a
+  jittered firing (sent later than its due time) is also dropped when its trigger was disabled or
+  its workspace paused while it waited;
+* the signing secrets of the batch's workspaces (scheduler_api.storage.signing_keys, created where
+  missing) are read with the definitions, at the start and on every re-read, so a rotation takes
+  effect for firings not yet started as a change does;
+* a header value or signing secret that cannot be decrypted fails its firing at once (error
+  ``secrets``), nothing is sent;
+* a failure alert's firing (`Firing.alert`) is sent without a trigger (scheduler_api.delivery.alerts);
 * at most `WORKER_CONCURRENCY` requests are in flight (one per lane);
 * outcomes are written every `FLUSH_EVERY_SECONDS` and when the batch ends. A worker that dies
   mid-batch stops renewing its lease; the scheduler then hands the firings without an outcome
@@ -35,6 +42,7 @@ from redis import Redis
 
 from scheduler_api import cron as cronlib
 from scheduler_api import metrics
+from scheduler_api.delivery import alerts
 from scheduler_api.delivery.attempt import Attempt, send
 from scheduler_api.delivery.retry import classify
 from scheduler_api.delivery.runtime import DeliveryRuntime
@@ -43,7 +51,7 @@ from scheduler_api.header_crypto import open_headers
 from scheduler_api.settings import load_settings
 from scheduler_api.storage import firings, keys
 from scheduler_api.storage.firings import Firing, LeaseClaim, Outcome
-from scheduler_api.storage.triggers import StoredTrigger, load_definitions
+from scheduler_api.storage.triggers import StoredTrigger, load_definitions, paused_among
 
 log = logging.getLogger("scheduler_api.delivery")
 
@@ -72,6 +80,9 @@ class BatchRun:
         self.lateness: list[float] = []
         # The definitions as last read, by jobId; refreshed by `refresh_definitions`.
         self.current: dict[str, StoredTrigger] = load_definitions(conn, sorted({f.job_id for f in firings_}))
+        jittered = sorted({keys.workspace_of_firing(f.id) for f in firings_ if f.send_at is not None})
+        self.paused = paused_among(conn, jittered) if jittered else set()  # read for jittered firings only
+        runtime.load_signers(conn, {keys.split_job_id(jid)[0] for jid in self.current})
         self.checked = time.monotonic()
 
     def current_trigger(self, firing: Firing) -> StoredTrigger | None:
@@ -79,7 +90,13 @@ class BatchRun:
         removed or replaced since the firing was scheduled."""
         trigger = self.current.get(firing.job_id)
         if trigger is not None and trigger.version == firing.version:
-            return trigger
+            if firing.send_at is None or (trigger.enabled and trigger.workspace_id not in self.paused):
+                return trigger
+            # A jittered firing waited for its send time: a trigger disabled (or a workspace paused)
+            # meanwhile does not send it, as it would not have been committed.
+            log.info("firing %s dropped: its trigger was disabled or its workspace paused", firing.id)
+            self.add(Outcome.dropped(firing.id, held=firing.held))
+            return None
         log.info("firing %s dropped: its trigger was removed or replaced", firing.id)
         self.add(Outcome.dropped(firing.id, held=firing.held))
         return None
@@ -136,6 +153,7 @@ class BatchRun:
 
     def _reread(self, job_ids: set[str]) -> None:
         latest = load_definitions(self.conn, sorted(job_ids))
+        self.runtime.load_signers(self.conn, {keys.split_job_id(jid)[0] for jid in latest})
         for jid in job_ids:
             if jid in latest:
                 self.current[jid] = latest[jid]
@@ -148,6 +166,9 @@ class BatchRun:
             firing = self.work[self.taken]
             self.taken += 1
             self.refresh_definitions()
+            if firing.alert is not None:  # a workspace's failure alert: no trigger to read
+                self.add(await alerts.deliver(self.runtime, self.conn, firing))
+                continue
             trigger = self.current_trigger(firing)
             if trigger is not None:
                 await self.deliver_one(firing, trigger)
@@ -155,11 +176,15 @@ class BatchRun:
     async def deliver_one(self, firing: Firing, trigger: StoredTrigger) -> None:
         """One attempt of `firing`, its outcome queued for the next flush, and its log line."""
         runtime = self.runtime
-        try:
-            headers = open_headers(runtime.cipher, trigger.headers, workspace_id=trigger.workspace_id)
-        except SecretsError as e:
-            log.error("firing %s failed: %s", firing.id, e)
-            failed = Attempt(time.time(), 0.0, error="secrets", message=str(e), final=True)
+        error = runtime.signing_errors.get(trigger.workspace_id)  # its signing secret is undecryptable
+        if error is None:
+            try:
+                headers = open_headers(runtime.cipher, trigger.headers, workspace_id=trigger.workspace_id)
+            except SecretsError as e:
+                error = e
+        if error is not None:
+            log.error("firing %s failed: %s", firing.id, error)
+            failed = Attempt(time.time(), 0.0, error="secrets", message=str(error), final=True)
             self.add(classify(firing, trigger, failed, runtime.retry, now=time.time()))
             return
         if headers is not trigger.headers:  # decrypted: a copy, the cached definition stays sealed

@@ -74,7 +74,7 @@ class RetryPolicy:
 
     def retries(self, firing: Firing, attempt: Attempt) -> bool:
         """Whether `attempt` (the firing's latest) is followed by another one."""
-        if attempt.ok or attempt.final or firing.attempt - 1 >= self.max_retries:
+        if attempt.ok or attempt.final or firing.attempt - firing.first >= self.max_retries:
             return False
         final = self.final_statuses
         return final is None or attempt.status is None or not final.matches(attempt.status)
@@ -106,7 +106,7 @@ def classify(
         policy = policy.of(trigger.policy)
     tries = [*firing.attempts, attempt.as_dict(firing.attempt)]
     if policy.retries(firing, attempt):
-        delay = policy.delay(firing.attempt, (rand or random.random)())
+        delay = policy.delay(firing.attempt - firing.first + 1, (rand or random.random)())
         if attempt.retry_after is not None and attempt.retry_after > delay:
             delay = attempt.retry_after
         due = now + delay

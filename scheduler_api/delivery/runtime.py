@@ -12,17 +12,22 @@ set must never travel with another tenant's request) and never labels a bodyless
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Collection
 from typing import Any
 
 import aiohttp
+from redis import Redis
 
 from scheduler_api.delivery.attempt import SendOptions, warm
 from scheduler_api.delivery.changes import ChangeWatch
 from scheduler_api.delivery.http import DeliveryClient, DeliveryTransport
 from scheduler_api.delivery.retry import RetryPolicy
+from scheduler_api.errors import SecretsError
 from scheduler_api.header_crypto import HeaderCipher
 from scheduler_api.settings import Settings
 from scheduler_api.ssrf import GuardedResolver
+from scheduler_api.storage import signing_keys
 from scheduler_api.storage.firings import Retention
 from scheduler_api.storage.triggers import StoredTrigger
 
@@ -40,7 +45,7 @@ class DeliveryRuntime:
     """An event loop and one shared HTTP client that live as long as the worker process, with what
     every batch of the process shares: settings, send options, the default retry policy (a
     trigger's own retry fields override it, scheduler_api.delivery.retry), header cipher,
-    retention, the change watch, and the `stopping` / `busy` flags."""
+    retention, the change watch, the workspaces' signers, and the `stopping` / `busy` flags."""
 
     def __init__(self, settings: Settings, *, resolver: Any = None) -> None:
         """`resolver`: an aiohttp resolver to ask instead of the system's (tests control DNS with it);
@@ -56,6 +61,9 @@ class DeliveryRuntime:
         self.busy = False  # a batch is being delivered (prefetching waits)
         self.changes: ChangeWatch | None = None  # set by `scheduler-api worker`
         self._client: DeliveryClient | None = None
+        # Workspace id -> its secrets as stored when last read, and why they cannot be opened (if so).
+        self._signing_read: dict[str, signing_keys.Stored] = {}
+        self.signing_errors: dict[str, SecretsError] = {}
 
     def client(self) -> DeliveryClient:
         """The shared client: httpx over aiohttp, whose connector resolves through the SSRF guard."""
@@ -88,6 +96,28 @@ class DeliveryRuntime:
     def warm(self, trigger: StoredTrigger) -> None:
         """Prefetching's hook (scheduler_api.storage.prefetch): `attempt.warm` with this worker's options."""
         warm(trigger, self.options)
+
+    def load_signers(self, conn: Redis, workspace_ids: Collection[str]) -> None:
+        """Read the signing secrets of `workspace_ids` (one round trip; created where missing) into
+        `options.signers`, decrypting only those that changed since the last read. A workspace whose
+        secrets cannot be decrypted is left out of the signers and named in `signing_errors`.
+        Redis errors are raised unchanged (the batch fails and another worker takes it)."""
+        if not workspace_ids:
+            return
+        stored = signing_keys.read_many(conn, self.cipher, sorted(workspace_ids), now=time.time())
+        signers = self.options.signers
+        for workspace_id, found in stored.items():
+            if self._signing_read.get(workspace_id) == found and workspace_id in signers:
+                continue
+            self._signing_read[workspace_id] = found
+            try:
+                key = signing_keys.open_key(self.cipher, workspace_id, found, now=time.time())
+            except SecretsError as e:
+                signers.pop(workspace_id, None)
+                self.signing_errors[workspace_id] = e
+                continue
+            self.signing_errors.pop(workspace_id, None)
+            signers[workspace_id] = key.signer()
 
     def changes_seen(self) -> int:
         """How many trigger changes this process has heard of (0 without a change watch)."""

@@ -11,6 +11,8 @@ Identity rules (README "Trigger identity"):
 * any other change (url, method, payload, headers, enabled, position, and the delivery policy:
   ``timeout_seconds``, ``retry``, ``final_statuses``, ``success``, ``overlap``) keeps the version
   and the schedule entry: it applies to every firing not yet started;
+* a trigger turned from disabled to enabled (by hand or auto-disabled) has its count of
+  consecutive failed firings set back to 0 (scheduler_api.storage.workspace_settings);
 * a one-off's ``at`` must be in the future when the trigger is created or its ``at`` changes; an
   unchanged ``at`` is kept as it is, even past (so the same list can be sent twice): otherwise
   `InvalidRequest` naming the field (``triggers[i].at``, ``at`` for one trigger);
@@ -42,6 +44,7 @@ from scheduler_api.errors import InvalidRequest, PreconditionFailed, SecretsErro
 from scheduler_api.header_crypto import HeaderCipher
 from scheduler_api.policy import Policy, next_run
 from scheduler_api.storage.triggers import EMPTY_ETAG, Snapshot, StoredTrigger, Write, WriteStatus, read, write
+from scheduler_api.storage.workspace_settings import reset_failures
 from scheduler_api.triggers import Trigger
 
 MAX_ATTEMPTS = 50  # planning rounds against concurrent writes before giving up (503)
@@ -281,6 +284,7 @@ def apply(
             conn, workspace_id, plan.change, new_etag=new_etag, if_match=if_match, max_triggers=max_triggers
         )
         if status is WriteStatus.APPLIED:
+            reset_failures(conn, workspace_id, _enabled_again(plan))
             # write.lua drops the ETag of a workspace left without triggers.
             return dataclasses.replace(plan, before=count, etag=new_etag if plan.triggers else EMPTY_ETAG)
         if status is WriteStatus.PRECONDITION_FAILED:
@@ -289,6 +293,12 @@ def apply(
             raise _too_many(max_triggers)
         time.sleep(0.001 * attempt)  # a concurrent write won: plan again on what it left
     raise StoreUnavailable(f"workspace {workspace_id!r} kept changing under {MAX_ATTEMPTS} attempts; nothing written")
+
+
+def _enabled_again(plan: Plan) -> list[str]:
+    """The triggers the plan turns from disabled to enabled (their failure counts start again)."""
+    changed = {c["id"] for c in plan.diff.changed if "enabled" in c["fields"]}
+    return [t.id for t in plan.triggers if t.enabled and t.id in changed] if changed else []
 
 
 def _too_many(max_triggers: int) -> InvalidRequest:

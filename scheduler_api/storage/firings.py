@@ -29,9 +29,8 @@ scheduler_api.storage.scripts), so each is all-or-nothing:
   to the outbox with its undelivered firings.
 * `record` (worker): outcomes of finished firings, retries to schedule, retention trimming (per
   workspace, see scheduler_api.storage.history) and the metrics counters, in the same script.
-* `enqueue_now` (API, "run now"): one firing outside the schedule, into the outbox.
-* `sweep` (scheduler): retention of workspaces that get no new records, and the end of the
-  history of a workspace without triggers.
+* `enqueue_now` (API, "run now"): one firing outside the schedule, into the outbox (a replay too: storage/replay.py).
+* `sweep` (scheduler, in storage.history): retention of workspaces that get no new records.
 
 Failure rules: `enqueue_now`, the API's call, raises Redis being unreachable, slow or refusing as
 `StoreUnavailable` (the API answers 503). Every other step raises redis-py's errors unchanged:
@@ -47,14 +46,14 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, NamedTuple
 
 from redis import Redis
 
-from scheduler_api.storage import keys, scripts
+from scheduler_api.storage import keys, scripts, workspace_settings
 from scheduler_api.storage.counters import Counter
 from scheduler_api.storage.history import OutcomeKind, Record
 from scheduler_api.storage.history import Retention as Retention  # its home until it moved
@@ -77,6 +76,10 @@ class Firing:
     held: bool = False
     # When a jittered firing is sent (its nominal time + its offset); None: at `scheduled_at`.
     send_at: float | None = None
+    replay: int = 0  # a replay's number (1 for the first; 0: not a replay), scheduler_api.storage.replay
+    first: int = 1  # the number of the replay's first attempt
+    # An alert's firing (scheduler_api.delivery.alerts): {"url", "body"}; None for a trigger's firing.
+    alert: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         data: dict[str, Any] = {
@@ -91,15 +94,20 @@ class Firing:
             data["held"] = 1
         if self.send_at is not None:
             data["send"] = self.send_at
+        data |= {"replay": self.replay, "from": self.first} if self.replay else {}
+        if self.alert is not None:
+            data["alert"] = self.alert
         return compact_json(data)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Firing:
         d = json.loads(raw)
         firing = cls(d["id"], d["job"], d["v"], float(d["at"]), int(d["n"]), list(d.get("tries") or []))
-        if "held" in d or "send" in d:
+        if "held" in d or "send" in d or "replay" in d:
             firing.held = bool(d.get("held"))
             firing.send_at = d.get("send")
+            firing.replay, firing.first = int(d.get("replay", 0)), int(d.get("from", 1))
+        firing.alert = d.get("alert")
         return firing
 
     @property
@@ -109,9 +117,7 @@ class Firing:
 
     def next_attempt(self, tries: list[dict[str, Any]]) -> Firing:
         """The same firing, for its next attempt, carrying the attempts made so far."""
-        return Firing(
-            self.id, self.job_id, self.version, self.scheduled_at, self.attempt + 1, tries, self.held, self.send_at
-        )
+        return replace(self, attempt=self.attempt + 1, attempts=tries)
 
 
 @dataclass(frozen=True)
@@ -172,7 +178,14 @@ def commit_due(
     for send, bid in batches.items():
         args += [bid, repr(send or now)]
     args += [len(plain) // 10, *plain, len(extended) // 14, *extended]
-    script_keys = [keys.SCHEDULE, keys.OUTBOX, keys.METRICS, *map(keys.batch, batches.values()), *groups]
+    script_keys = [
+        keys.SCHEDULE,
+        keys.OUTBOX,
+        keys.METRICS,
+        keys.RETRY_DATA,
+        *map(keys.batch, batches.values()),
+        *groups,
+    ]
     won, missed_count = scripts.run(conn, "commit_due", script_keys, args)
     return int(won), int(missed_count)
 
@@ -196,24 +209,6 @@ def enqueue_now(conn: Redis, trigger: StoredTrigger, *, now: float | None = None
         pipe.hincrby(keys.METRICS, Counter.ENQUEUED, 1)
         pipe.execute()
     return firing.id
-
-
-def sweep(conn: Redis, workspace_ids: Sequence[str], *, now: float, retention: Retention) -> int:
-    """Apply retention to workspaces whether or not they get new records; return how many whole
-    histories were dropped.
-
-    Records are trimmed when a workspace gets a new one, so a quiet workspace would keep delivered
-    records past `COMPLETED_KEEP_SECONDS`, and one with no trigger left would keep its history
-    for ever: the scheduler sweeps every workspace with a history (scheduler_api.engine.retention).
-    A workspace with no trigger loses its whole history (failed records included) once its newest
-    finished record is `COMPLETED_KEEP_SECONDS` old.
-    """
-    if not workspace_ids:
-        return 0
-    script_keys: list[str] = []
-    for ws in workspace_ids:
-        script_keys += (keys.workspace(ws), *keys.history_keys(ws))
-    return int(scripts.run(conn, "sweep", script_keys, [repr(now), *retention.args()]))
 
 
 def move_retries(conn: Redis, batch_id: str, *, now: float, limit: int) -> int:
@@ -295,13 +290,7 @@ class Outcome(NamedTuple):
 
 
 def record(
-    conn: Redis,
-    batch_id: str,
-    outcomes: Sequence[Outcome],
-    *,
-    now: float,
-    retention: Retention,
-    finished: bool,
+    conn: Redis, batch_id: str, outcomes: Sequence[Outcome], *, now: float, retention: Retention, finished: bool
 ) -> int:
     """Store outcomes, schedule retries, trim retention; return firings left in the batch.
 
@@ -332,6 +321,7 @@ def record(
             repr(o.scheduled_at),
             keys.split_job_id(o.firing_id.partition("@")[0])[1] if lets_go else "",
         ]
+    script_keys[7:7] = [k for ws in slots for k in workspace_settings.record_keys(ws)]  # failure alerts
     return int(scripts.run(conn, "record", script_keys, args))
 
 

@@ -13,8 +13,13 @@ decides it). Its `outcome` is one of `OutcomeKind`:
   or ``buffer_one`` with one already waiting); ``reason`` says why (``overlap``) and
   ``active_id`` names the active firing. Kept like delivered records (it is no failure).
 
+An alert (scheduler_api.delivery.alerts) has a record of its own, ``"kind": "alert"`` with
+``"alert": {"type", "id", "url"}`` (the trigger it is about, where it went), outcomes as a firing's.
+
 (``dropped`` is an outcome kind, not a record: a firing whose trigger was removed before it was
-sent leaves no record.) Which attempts are retried is decided in scheduler_api.delivery.
+sent leaves no record.) A replayed record (scheduler_api.storage.replay) keeps its id and gains the
+replay's attempts, its outcome and ``replays``, the number of times it was sent again. Which
+attempts are retried is decided in scheduler_api.delivery.
 
 Retention (`Retention`), per workspace (each tenant gets the original's per-queue guarantees, and
 one busy tenant cannot evict another's history): delivered and skipped records are kept
@@ -30,6 +35,7 @@ reading one that is not (a bug) raises KeyError or ValueError.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -39,7 +45,7 @@ from redis import Redis
 
 from scheduler_api.cron import iso
 from scheduler_api.settings import Settings
-from scheduler_api.storage import keys
+from scheduler_api.storage import keys, scripts
 from scheduler_api.storage.redis_util import compact_json, redis_errors
 
 
@@ -116,6 +122,9 @@ class Record(NamedTuple):
     missed_since: float | None = None  # missed: the first run time passed over
     reason: str | None = None  # skipped: why ("overlap")
     active_id: str | None = None  # skipped: the firing that was active
+    replays: int | None = None  # sent again this many times (scheduler_api.storage.replay); None: never
+    kind: str | None = None  # "alert": an alert's record (scheduler_api.delivery.alerts); None: a trigger's
+    alert: dict[str, Any] | None = None  # an alert's {"type", "id" (the trigger's), "url"}
 
     @classmethod
     def delivered(
@@ -223,6 +232,11 @@ class Record(NamedTuple):
             data["next_attempt_at"] = iso(self.next_attempt_at)
         if self.finished_at is not None:
             data["finished_at"] = iso(self.finished_at)
+        if self.replays is not None:
+            data["replays"] = self.replays
+        if self.kind is not None:
+            data["kind"] = self.kind
+            data["alert"] = self.alert
         return data
 
     def to_json(self) -> str:
@@ -243,6 +257,9 @@ class Record(NamedTuple):
             missed_since=_unix_or_none(data.get("missed_since")),
             reason=data.get("reason"),
             active_id=data.get("active_id"),
+            replays=data.get("replays"),
+            kind=data.get("kind"),
+            alert=data.get("alert"),
         )
 
     @classmethod
@@ -285,3 +302,21 @@ def list_records(
         if len(out) >= limit:
             break
     return out
+
+
+def sweep(conn: Redis, workspace_ids: Sequence[str], *, now: float, retention: Retention) -> int:
+    """Apply retention to workspaces whether or not they get new records; return how many whole
+    histories were dropped.
+
+    Records are trimmed when a workspace gets a new one, so a quiet workspace would keep delivered
+    records past `COMPLETED_KEEP_SECONDS`, and one with no trigger left would keep its history
+    for ever: the scheduler sweeps every workspace with a history (scheduler_api.engine.retention).
+    A workspace with no trigger loses its whole history (failed records included) once its newest
+    finished record is `COMPLETED_KEEP_SECONDS` old.
+    """
+    if not workspace_ids:
+        return 0
+    script_keys: list[str] = []
+    for ws in workspace_ids:
+        script_keys += (keys.workspace(ws), *keys.history_keys(ws))
+    return int(scripts.run(conn, "sweep", script_keys, [repr(now), *retention.args()]))

@@ -15,7 +15,19 @@ Triggers (written by the API, read by the scheduler and the workers):
                              ``{trigger id}`` -> the active firing's id (overlap ``skip`` /
                              ``buffer_one``), ``{trigger id}+`` -> the waiting firing's JSON
                              (``buffer_one``), ``{trigger id}#`` -> firings counted toward
-                             ``max_firings``. Trigger ids never contain ``+`` or ``#``.
+                             ``max_firings``, ``{trigger id}!`` -> its consecutive failed
+                             firings, ``{trigger id}^`` -> present once a failing (or disabled)
+                             alert was raised and no delivered firing followed yet
+                             (scheduler_api.storage.workspace_settings), ``{firing id}`` -> the
+                             number of its replay while one is pending (scheduler_api.storage.replay).
+                             Trigger ids never contain ``+``, ``#``, ``!``, ``^`` or ``@``.
+  ``sa:wsconf:{workspace_id}`` hash: the workspace's settings (``doc`` its JSON, ``etag``, and
+                             ``alert_url`` / ``alert_after`` / ``disable_after`` for the
+                             record script); absent: the defaults
+
+Signing (scheduler_api.storage.signing_keys; written by the API and by a worker's first use):
+  ``sa:sign:{workspace_id}`` hash: ``secret`` (sealed like header values), ``created_at``,
+                             ``previous`` and ``previous_expires_at`` after a rotation
 
 Firings (written by the scheduler and the workers):
   ``sa:batch:{id}``          hash: firing id -> firing JSON, the firings one RQ job carries;
@@ -49,7 +61,8 @@ Quotas (scheduler_api.storage.quotas; a scope is an API key's: ``*``, a name or 
 Every key a Lua script (scheduler_api.storage.scripts) touches is built here and passed in its
 KEYS, with one exception: ``reap_leases.lua`` finds the ids of expired batches inside the script
 (in ``sa:leases``), so it cannot be given their keys; it gets `BATCH_PREFIX` in ARGV and builds
-``sa:batch:{id}`` itself. The ``sa:changed`` channel is not a key: ``write.lua`` gets it in ARGV.
+``sa:batch:{id}`` itself. The ``sa:changed`` channel is not a key: ``write.lua`` and
+``signing_rotate.lua`` get it in ARGV.
 """
 
 from __future__ import annotations
@@ -80,9 +93,21 @@ def state(workspace_id: str) -> str:
     return f"{PREFIX}state:{workspace_id}"
 
 
+def signing(workspace_id: str) -> str:
+    return f"{PREFIX}sign:{workspace_id}"
+
+
 def fired_field(trigger_id: str) -> str:
     """The field of `state` that counts a trigger's firings toward its ``max_firings``."""
     return trigger_id + "#"
+
+
+def workspace_settings(workspace_id: str) -> str:
+    return f"{PREFIX}wsconf:{workspace_id}"
+
+
+# The trigger id of a workspace's alert firings (``{ws}:~alert@...``): never a trigger's id (no ``~``).
+ALERT_TRIGGER = "~alert"
 
 
 def batch(batch_id: str) -> str:

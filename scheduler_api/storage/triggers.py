@@ -33,13 +33,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import Any, NamedTuple
+from typing import Any
 
 from redis import Redis
 
 from scheduler_api import cron as cronlib
-from scheduler_api.header_crypto import PREFIX as BOUND_PREFIX
-from scheduler_api.header_crypto import HeaderCipher
 from scheduler_api.policy import Policy, next_run
 from scheduler_api.storage import keys, scripts
 from scheduler_api.storage.redis_util import compact_json, redis_errors
@@ -65,6 +63,8 @@ class StoredTrigger:
     position: int = 0
     at: float | None = None  # a one-off trigger's time (unix seconds)
     policy: Policy | None = None  # None: no policy field set (scheduler_api.policy)
+    # Auto-disabled (scheduler_api.storage.workspace_settings): (reason, unix time), kept while disabled.
+    disabled: tuple[str, float] | None = None
 
     @property
     def schedule(self) -> cronlib.Cron | None:
@@ -113,6 +113,8 @@ class StoredTrigger:
             "tz": self.timezone,
             "on": self.enabled,
         }
+        if self.disabled is not None and not self.enabled:
+            data["off"] = {"reason": self.disabled[0], "at": self.disabled[1]}
         if self.at is not None:
             data["at"] = self.at
         if self.policy is not None:
@@ -139,6 +141,7 @@ class StoredTrigger:
             position=data.get("o", 0),
             at=data.get("at"),
             policy=Policy.from_dict(data["p"]) if "p" in data else None,
+            disabled=(data["off"]["reason"], float(data["off"]["at"])) if "off" in data else None,
         )
 
 
@@ -316,33 +319,3 @@ def paused_among(conn: Redis, workspace_ids: Sequence[str]) -> set[str]:
         return set()
     flags = conn.smismember(keys.PAUSED, list(workspace_ids))
     return {ws for ws, flag in zip(workspace_ids, flags, strict=True) if flag}
-
-
-class Rotation(NamedTuple):
-    rewritten: int  # triggers whose header values were re-encrypted
-    unbound: int  # of those, triggers that held first-version `enc:` (Fernet, unbound) or plain values
-
-
-def rotate_secrets(conn: Redis, cipher: HeaderCipher) -> Rotation:
-    """Re-encrypt every stored header value with the first SECRETS_KEY key, bound to its workspace
-    and header name (first-version Fernet values and plain ones included).
-
-    Each definition is swapped only if it is still the one read (a concurrent replace wins), and its
-    version is kept, so firings already scheduled are not dropped.
-    """
-    rewritten = unbound = 0
-    with redis_errors():
-        for key in conn.scan_iter(match=keys.WORKSPACE_PREFIX + "*", count=500):
-            name = key.decode() if isinstance(key, bytes) else str(key)
-            workspace_id = name[len(keys.WORKSPACE_PREFIX) :]
-            for field, raw in conn.hgetall(key).items():
-                data = json.loads(raw)
-                if not data.get("headers"):
-                    continue
-                old = not all(v.startswith(BOUND_PREFIX) for v in data["headers"].values())
-                data["headers"] = cipher.rotate(data["headers"], workspace_id=workspace_id)
-                new = compact_json(data)
-                swapped = int(scripts.run(conn, "swap", [key], [field, raw, new]))
-                rewritten += swapped
-                unbound += swapped if old else 0
-    return Rotation(rewritten, unbound)

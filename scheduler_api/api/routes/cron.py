@@ -40,5 +40,10 @@ def preview(body: PreviewRequest) -> dict[str, Any]:
     if not body.jitter_seconds:
         return answer | {"next_runs": [cronlib.iso(ts) for ts in runs]}
     job_id = keys.job_id(body.workspace_id or "", body.trigger_id or "")
-    sent = [cronlib.iso(send_time(job_id, ts, body.jitter_seconds)) for ts in runs]
+    try:
+        sent = [cronlib.iso(send_time(job_id, ts, body.jitter_seconds)) for ts in runs]
+    except (ValueError, OverflowError):  # a send time past the end of year 9999
+        raise InvalidRequest(
+            "Invalid request", [{"path": "after", "message": "the send times would be past the year 9999"}]
+        ) from None
     return answer | {"next_runs": sent, "nominal_runs": [cronlib.iso(ts) for ts in runs]}

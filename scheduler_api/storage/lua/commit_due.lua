@@ -8,8 +8,9 @@
 -- KEYS[1] schedule      sorted set sa:schedule: jobId -> next run
 -- KEYS[2] outbox        sorted set sa:outbox: batch id -> when to push it
 -- KEYS[3] metrics       hash sa:metrics
--- KEYS[4..3+b] batches  hash sa:batch:{batch id}: firing id -> firing JSON, one per send time
--- KEYS[4+b..] per workspace of the entries, 6 each: definitions, records, history, done, failed,
+-- KEYS[4] retry data    hash sa:retry-data: firing id -> firing JSON of its next attempt
+-- KEYS[5..4+b] batches  hash sa:batch:{batch id}: firing id -> firing JSON, one per send time
+-- KEYS[5+b..] per workspace of the entries, 6 each: definitions, records, history, done, failed,
 --         state (sa:state:{id}: trigger id -> active firing id, id+ -> waiting firing JSON,
 --         id# -> firings counted toward max_firings)
 -- ARGV[1] now
@@ -27,6 +28,7 @@
 local schedule_key = KEYS[1]
 local outbox_key = KEYS[2]
 local metrics_key = KEYS[3]
+local retry_data_key = KEYS[4]
 local now = tonumber(ARGV[1])
 local batch_count = tonumber(ARGV[6])
 
@@ -34,9 +36,9 @@ local batch_count = tonumber(ARGV[6])
 
 local batches = {}
 for b = 1, batch_count do
-  batches[b] = {key = KEYS[3 + b], id = ARGV[5 + b * 2], push_at = ARGV[6 + b * 2], size = 0}
+  batches[b] = {key = KEYS[4 + b], id = ARGV[5 + b * 2], push_at = ARGV[6 + b * 2], size = 0}
 end
-local workspaces = workspace_groups(4 + batch_count, true, true)
+local workspaces = workspace_groups(5 + batch_count, true, true)
 local keep = retention_at(2)
 local won, missed, skipped = 0, 0, 0
 local touched = {}
@@ -58,9 +60,21 @@ local function skip(ws, workspace, firing_id, record_json, active_id, scheduled_
   skipped = skipped + 1
 end
 
+-- The trigger's active firing, unless it only waits for a retry of an older version of the trigger:
+-- that one is dropped unsent when it comes due (a change of schedule drops the firings not started),
+-- so it must not hold back the new version's firings until then.
+local function active_firing(ws, index, version)
+  local active = redis.call('HGET', ws.state, index)
+  if active then
+    local waiting = redis.call('HGET', retry_data_key, active)
+    if waiting and cjson.decode(waiting)['v'] ~= version then return nil end
+  end
+  return active
+end
+
 -- A due firing of a trigger with an overlap rule or max_firings: sent (and held as the trigger's
 -- active firing), waiting (buffer_one), or skipped. Returns true when the trigger has ended.
-local function fire_by_policy(ws, workspace, index, firing_id, firing_json, at, scheduled_at)
+local function fire_by_policy(ws, workspace, index, version, firing_id, firing_json, at, scheduled_at)
   local mode, max_firings, b, skipped_json = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[at + 3]
   if max_firings > 0 and (tonumber(redis.call('HGET', ws.state, index .. '#')) or 0) >= max_firings then
     return true  -- counted out already
@@ -68,7 +82,7 @@ local function fire_by_policy(ws, workspace, index, firing_id, firing_json, at, 
   if mode == '' then
     send(b, firing_id, firing_json)
   else
-    local active = redis.call('HGET', ws.state, index)
+    local active = active_firing(ws, index, version)
     if not active then
       redis.call('HSET', ws.state, index, firing_id)
       send(b, firing_id, firing_json)
@@ -97,7 +111,7 @@ local function commit(at, extended)
   local ended = next_score == ''
   if firing_json ~= '' then
     if extended then
-      ended = fire_by_policy(ws, workspace, index, firing_id, firing_json, at + 10, scheduled_at) or ended
+      ended = fire_by_policy(ws, workspace, index, version_read, firing_id, firing_json, at + 10, scheduled_at) or ended
     else
       send(1, firing_id, firing_json)
     end

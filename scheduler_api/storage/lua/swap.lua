@@ -1,11 +1,11 @@
--- swap: rewrite one definition only if it is still the one read
--- (scheduler_api.storage.triggers.rotate_secrets; a concurrent replace wins).
+-- swap: rewrite one hash field only if it still holds the value read: a definition, or a signing
+-- secret (scheduler_api.storage.rotation.rotate_secrets; a concurrent replace or rotation wins).
 --
--- KEYS[1] definitions   hash sa:ws:{workspace id}: index -> definition JSON
--- ARGV[1] index
--- ARGV[2] the definition JSON as read
--- ARGV[3] the new definition JSON
--- Returns 1 if swapped, 0 if the definition had changed (or is gone).
+-- KEYS[1] the hash      sa:ws:{workspace id} (index -> definition JSON) or sa:sign:{workspace id}
+-- ARGV[1] the field
+-- ARGV[2] its value as read
+-- ARGV[3] the new value
+-- Returns 1 if swapped, 0 if the value had changed (or is gone).
 local definitions_key = KEYS[1]
 local index = ARGV[1]
 local expected = ARGV[2]

@@ -7,7 +7,8 @@
 -- KEYS[4] etag          string sa:etag:{workspace id}: the workspace's ETag (absent, read as '0':
 --                       no triggers)
 -- KEYS[5] state         hash sa:state:{workspace id}: trigger id -> active firing id, id+ -> the
---                       waiting firing's JSON, id# -> firings counted toward max_firings
+--                       waiting firing's JSON, id# -> firings counted toward max_firings,
+--                       id! / id^ -> consecutive failures / an alert raised (lua/record.lua)
 -- ARGV[1] the workspace's jobId prefix, '{workspace id}:'
 -- ARGV[2] the changes channel (sa:changed; a channel, not a key)
 -- ARGV[3] workspace id
@@ -84,7 +85,7 @@ if whole_list then
     if not kept[id] then
       redis.call('HDEL', definitions_key, id)
       redis.call('ZREM', schedule_key, job_id_prefix .. id)
-      redis.call('HDEL', state_key, id, id .. '+', id .. '#')
+      redis.call('HDEL', state_key, id, id .. '+', id .. '#', id .. '!', id .. '^')
     end
   end
 end
@@ -104,7 +105,7 @@ for i = 0, deletes - 1 do
   local id = ARGV[deleted_at + i]
   redis.call('HDEL', definitions_key, id)
   redis.call('ZREM', schedule_key, job_id_prefix .. id)
-  redis.call('HDEL', state_key, id, id .. '+', id .. '#')
+  redis.call('HDEL', state_key, id, id .. '+', id .. '#', id .. '!', id .. '^')
 end
 if redis.call('HLEN', definitions_key) == 0 then
   redis.call('DEL', etag_key)
