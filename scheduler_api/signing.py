@@ -36,9 +36,9 @@ from standardwebhooks import Webhook
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
-ID_HEADER = b"webhook-id"
-TIMESTAMP_HEADER = b"webhook-timestamp"
-SIGNATURE_HEADER = b"webhook-signature"
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
 
 
 def new_secret() -> str:
@@ -53,9 +53,9 @@ def webhook(secret: str) -> Webhook:
 
 
 @lru_cache(maxsize=4)
-def _moment(timestamp: int) -> tuple[datetime, bytes]:
+def _moment(timestamp: int) -> tuple[datetime, str]:
     """The datetime `Webhook.sign` takes and the header value of one second (built once a second)."""
-    return datetime.fromtimestamp(timestamp, UTC), str(timestamp).encode("ascii")
+    return datetime.fromtimestamp(timestamp, UTC), str(timestamp)
 
 
 class Signer:
@@ -69,13 +69,13 @@ class Signer:
         self.previous = webhook(previous) if previous else None
         self.previous_until = previous_until
 
-    def headers(self, msg_id: str, body: bytes, now: float) -> list[tuple[bytes, bytes]]:
+    def headers(self, msg_id: str, body: bytes, now: float) -> list[tuple[str, str]]:
         """The three headers of a request with id `msg_id` and `body`, sent at `now`."""
         moment, stamp = _moment(int(now))
         signature = self.current.sign(msg_id, moment, body)
         if self.previous is not None and now < self.previous_until:
             signature += " " + self.previous.sign(msg_id, moment, body)
-        return [(ID_HEADER, msg_id.encode("ascii")), (TIMESTAMP_HEADER, stamp), (SIGNATURE_HEADER, signature.encode())]
+        return [(ID_HEADER, msg_id), (TIMESTAMP_HEADER, stamp), (SIGNATURE_HEADER, signature)]
 
 
 def verify(

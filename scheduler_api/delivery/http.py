@@ -49,6 +49,9 @@ _NO_COOKIES = _NoCookies()
 # A request's own total timeout in seconds (a float), in place of the transport's. Not httpx's
 # "timeout" extension, whose value is a dict of four separate phase timeouts.
 TIMEOUT_EXTENSION = "total_timeout"
+# A request's headers as the list of (name, value) text pairs aiohttp takes, in place of
+# `request.headers` (scheduler_api.delivery.attempt.build_request builds them so).
+HEADERS_EXTENSION = "aiohttp_headers"
 
 
 @lru_cache(maxsize=65_536)
@@ -109,12 +112,14 @@ class DeliveryTransport(AiohttpTransport):
         content = request.content  # requests are built with their body read
         seconds = request.extensions.get(TIMEOUT_EXTENSION)
         timeout = self.timeout if seconds is None else client_timeout(seconds)
+        headers = request.extensions.get(HEADERS_EXTENSION)
+        if headers is None:
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         try:
             response = await self.client.request(
                 request.method,
                 aiohttp_url(str(request.url)),
-                # A list: aiohttp builds its own CIMultiDict from it (one, not two).
-                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+                headers=headers,  # a list: aiohttp builds its own CIMultiDict from it (one, not two)
                 data=content or None,
                 allow_redirects=False,
                 compress=False,
