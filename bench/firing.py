@@ -12,7 +12,8 @@
 2. Registers ``--triggers`` triggers (POST with a small JSON payload, to the receiver) through the
    HTTP API, one whole-list replace per workspace, spread over ``--workspaces``, all on ``--cron``.
    Registration starts right after a due time when the next one is too close, so that every
-   trigger is registered before the first measured due time.
+   trigger is registered before the first measured due time. With ``--rate-limit HOST:PER_SECOND``
+   every workspace's settings get that limit on HOST first (``PUT .../settings``).
 3. Waits for ``--firings`` due times and reads every arrival at the receiver (arrival time,
    ``X-Scheduler-Scheduled-At``, ``Idempotency-Key``), until all are in or ``--timeout`` seconds after
    the last due time, then ``--settle`` seconds more to catch late duplicates.
@@ -105,8 +106,45 @@ class Firing:
             "repeats": repeats,
             "lateness_s": {k: _r(v) for k, v in summary([t - self.due for t in firsts]).items()},
             "first_to_last_s": _r(span),
+            "most_in_one_second": most_in_one_second(firsts),
             "deliveries_per_s": round(len(firsts) / span, 1) if span else None,
         }
+
+
+def most_in_one_second(times: list[float]) -> int:
+    """The most of the sorted `times` in any window [t, t + 1 s) (a sliding second)."""
+    most = start = 0
+    for end, t in enumerate(times):
+        while times[start] <= t - 1.0:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+def rate_limit(text: str) -> tuple[str, float]:
+    """``HOST:PER_SECOND`` as (host, per second); argparse's type for --rate-limit."""
+    host, _, rate = text.rpartition(":")
+    try:
+        per_second = float(rate)
+    except ValueError:
+        per_second = 0.0
+    if not host or not per_second > 0:
+        raise argparse.ArgumentTypeError(f"expected HOST:PER_SECOND (e.g. 127.0.0.1:100), got {text!r}")
+    return host, per_second
+
+
+async def put_rate_limits(base: str, workspaces: int, host: str, per_second: float) -> None:
+    """Give every workspace one rate limit: `per_second` requests a second to `host`."""
+    body = {
+        "alerts": None,
+        "auto_disable_after_failures": None,
+        "rate_limits": [{"host": host, "per_second": per_second}],
+    }
+    async with aiohttp.ClientSession(headers=auth_headers()) as session:
+        for w in range(workspaces):
+            async with session.put(f"{base}/api/workspaces/ws-{w}/settings", json=body) as response:
+                if response.status != 200:
+                    raise RuntimeError(f"settings of ws-{w}: HTTP {response.status}: {(await response.read())[:300]!r}")
 
 
 def _r(value: float | None, digits: int = 3) -> float | None:
@@ -208,6 +246,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--overlap", choices=("allow", "skip", "buffer_one"), default=None, help="every trigger's overlap policy"
     )
+    parser.add_argument(
+        "--rate-limit",
+        type=rate_limit,
+        default=None,
+        metavar="HOST:PER_SECOND",
+        help="give every workspace this rate limit (the receiver's host is 127.0.0.1)",
+    )
     parser.add_argument("--settle", type=float, default=3.0, help="seconds to watch for duplicates at the end")
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON lines file to append to")
     parser.add_argument("--no-save", action="store_true", help="do not append to the results file")
@@ -273,6 +318,8 @@ def run(
         print(f"next due time {cronlib.iso(nxt)} is too close for registering; waiting for it to pass", flush=True)
         sleep_until(nxt + 0.3, children)
 
+    if args.rate_limit is not None:
+        asyncio.run(put_rate_limits(base, args.workspaces, *args.rate_limit))
     print(f"registering {args.triggers:,} triggers in {args.workspaces} workspace(s) through the API...", flush=True)
     reg_start = time.time()
     timings = asyncio.run(register(base, counts, args.cron, receiver.url, args.overlap))
@@ -349,6 +396,9 @@ def run(
     return {
         "settings": settings_in(env),
         "overlap": args.overlap or "allow",
+        "rate_limit": None
+        if args.rate_limit is None
+        else {"host": args.rate_limit[0], "per_second": args.rate_limit[1]},
         "redis_version": redis_version(conn),
         "registration": {
             "seconds": round(reg_end - reg_start, 3),
@@ -448,6 +498,14 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
         f"machine from the first due time on ({load['seconds']:.0f} s): {load['busy_cores']:.2f} cores busy, "
         f"{load['ours_cores']:.2f} by the benchmark's processes, {load['other_cores']:.2f} by others"
     )
+    if args.rate_limit is not None:
+        host, per_second = args.rate_limit
+        most = max(f["most_in_one_second"] for f in fs)
+        last = max(f["lateness_s"]["max"] or 0.0 for f in fs)
+        print(
+            f"rate limit {host} {per_second:g}/s per workspace: at most {most} deliveries in any one-second window; "
+            f"last delivery {last:.2f} s after its due time"
+        )
     st = result["state"]
     print(
         f"after: {st['retries_pending']} retries pending, {st['failed_firings']} failed firings, "

@@ -307,4 +307,4 @@ class WorkspaceSettingsResponse(BaseModel):
     auto_disable_after_failures: int | None = Field(
         description="A trigger is disabled after this many consecutive failed firings; null: never."
     )
-    rate_limits: list[RateLimitSettings] = Field(description="Per-host limits (stored; not enforced yet).")
+    rate_limits: list[RateLimitSettings] = Field(description="Per-host limits of deliveries, held across all workers.")

@@ -63,8 +63,9 @@ async def deliver(runtime: DeliveryRuntime, conn: Redis, firing: Firing) -> Outc
     """One attempt of an alert firing; its outcome (retrying or final) for the batch to record."""
     trigger = alert_trigger(firing)
     ws = trigger.workspace_id
-    if ws not in runtime.options.signers:  # a batch of alerts only: no definition loaded its signer
-        runtime.load_signers(conn, [ws])
+    # Read the workspace's secrets for every alert (a rotation since the worker last read them must
+    # apply; unchanged secrets are not decrypted again): alerts are rare, one small read each.
+    runtime.load_signers(conn, [ws])
     error = runtime.signing_errors.get(ws)
     if error is not None:
         attempt = Attempt(time.time(), 0.0, error="secrets", message=str(error), final=True)

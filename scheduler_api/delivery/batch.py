@@ -22,6 +22,10 @@ Rules of the batch:
 * a header value or signing secret that cannot be decrypted fails its firing at once (error
   ``secrets``), nothing is sent;
 * a failure alert's firing (`Firing.alert`) is sent without a trigger (scheduler_api.delivery.alerts);
+* the rate limits of the batch's workspaces are read once, at the start; a firing to a limited
+  host waits for its turn (scheduler_api.delivery.limits): delayed, never failed or dropped. One
+  that waited has its definition read again before it is sent (dropped if its trigger was removed
+  or replaced meanwhile);
 * at most `WORKER_CONCURRENCY` requests are in flight (one per lane);
 * outcomes are written every `FLUSH_EVERY_SECONDS` and when the batch ends. A worker that dies
   mid-batch stops renewing its lease; the scheduler then hands the firings without an outcome
@@ -44,6 +48,7 @@ from scheduler_api import cron as cronlib
 from scheduler_api import metrics
 from scheduler_api.delivery import alerts
 from scheduler_api.delivery.attempt import Attempt, send
+from scheduler_api.delivery.limits import BatchLimits
 from scheduler_api.delivery.retry import classify
 from scheduler_api.delivery.runtime import DeliveryRuntime
 from scheduler_api.errors import SecretsError
@@ -52,6 +57,7 @@ from scheduler_api.settings import load_settings
 from scheduler_api.storage import firings, keys
 from scheduler_api.storage.firings import Firing, LeaseClaim, Outcome
 from scheduler_api.storage.triggers import StoredTrigger, load_definitions, paused_among
+from scheduler_api.storage.workspace_settings import RateLimit
 
 log = logging.getLogger("scheduler_api.delivery")
 
@@ -83,6 +89,8 @@ class BatchRun:
         jittered = sorted({keys.workspace_of_firing(f.id) for f in firings_ if f.send_at is not None})
         self.paused = paused_among(conn, jittered) if jittered else set()  # read for jittered firings only
         runtime.load_signers(conn, {keys.split_job_id(jid)[0] for jid in self.current})
+        workspaces = sorted({keys.split_job_id(jid)[0] for jid in self.current})
+        self.limits = BatchLimits(conn, workspaces, timeout=runtime.settings.delivery_timeout_seconds)
         self.checked = time.monotonic()
 
     def current_trigger(self, firing: Firing) -> StoredTrigger | None:
@@ -90,7 +98,8 @@ class BatchRun:
         removed or replaced since the firing was scheduled."""
         trigger = self.current.get(firing.job_id)
         if trigger is not None and trigger.version == firing.version:
-            if firing.send_at is None or (trigger.enabled and trigger.workspace_id not in self.paused):
+            # A replay (sent at once, send_at = now) is an explicit call, like run-now: it is sent.
+            if firing.send_at is None or firing.replay or (trigger.enabled and trigger.workspace_id not in self.paused):
                 return trigger
             # A jittered firing waited for its send time: a trigger disabled (or a workspace paused)
             # meanwhile does not send it, as it would not have been committed.
@@ -189,8 +198,18 @@ class BatchRun:
             return
         if headers is not trigger.headers:  # decrypted: a copy, the cached definition stays sealed
             trigger = dataclasses.replace(trigger, headers=headers)
-        attempt = await send(runtime.client(), trigger, firing, runtime.options)
+        limit = self.limits.limit_of(trigger) if self.limits.by_workspace else None
+        waited = 0.0
+        if limit is None:
+            attempt = await send(runtime.client(), trigger, firing, runtime.options)
+        else:
+            sent = await self.send_limited(firing, trigger, limit)
+            if sent is None:
+                return
+            attempt, waited = sent
         outcome = classify(firing, trigger, attempt, runtime.retry, now=time.time())
+        if waited and outcome.record is not None:  # the record shows how long the rate limit held it
+            outcome.record.attempts[-1]["waited_ms"] = round(waited * 1000, 1)
         self.add(outcome)
         if attempt.error != "blocked":
             self.durations.append(attempt.duration)
@@ -215,6 +234,26 @@ class BatchRun:
                 "outcome": outcome.kind.value,
             }  # never header values; in production each is a field of the JSON log line
             log.info(" ".join(["delivery", *(f"{k}={v}" for k, v in fields.items())]), extra=fields)
+
+    async def send_limited(
+        self, firing: Firing, trigger: StoredTrigger, limit: RateLimit
+    ) -> tuple[Attempt, float] | None:
+        """Send `firing` once the rate limit on its host lets it (scheduler_api.delivery.limits);
+        return the attempt and how long it waited, or None, unsent: the worker started stopping
+        while it waited (it goes back with the batch), or its trigger was removed or replaced."""
+        turn = await self.limits.take_turn(trigger, limit, lambda: self.runtime.stopping)
+        if turn is None:
+            return None
+        attempt: Attempt | None = None
+        try:
+            if turn.waited:  # a replace or delete while it waited applies to it
+                self._reread({firing.job_id})
+                if self.current_trigger(firing) is None:
+                    return None
+            attempt = await send(self.runtime.client(), trigger, firing, self.runtime.options)
+        finally:
+            self.limits.end_turn(trigger, turn, attempt)
+        return attempt, turn.waited
 
     async def run(self) -> Counts:
         """Deliver the batch; outcomes are flushed and the batch let go whatever happens."""

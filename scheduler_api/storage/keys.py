@@ -58,6 +58,12 @@ Quotas (scheduler_api.storage.quotas; a scope is an API key's: ``*``, a name or 
   ``sa:rate:{kind}:{ws}``       calls of one kind (``write``, ``run``) on a workspace in the
                                 current one-minute window; expires with the window
 
+Per-host rate limits (scheduler_api.storage.host_limits; only for a workspace's hosts with a limit):
+  ``sa:host:{ws}:{host}``       hash: ``next`` (when the next request may start, the token
+                                bucket's state) and ``until`` (held back by a 429/503's Retry-After
+                                until then); expires once neither matters
+  ``sa:flight:{ws}:{host}``     sorted set: lease id -> when it runs out, the requests in flight
+
 Every key a Lua script (scheduler_api.storage.scripts) touches is built here and passed in its
 KEYS, with one exception: ``reap_leases.lua`` finds the ids of expired batches inside the script
 (in ``sa:leases``), so it cannot be given their keys; it gets `BATCH_PREFIX` in ARGV and builds
@@ -171,3 +177,8 @@ def quota_built(scope: str) -> str:
 
 def rate(kind: str, workspace_id: str) -> str:
     return f"{PREFIX}rate:{kind}:{workspace_id}"
+
+
+def host_limit(workspace_id: str, host: str) -> tuple[str, str]:
+    """The keys of one (workspace, host) rate limit: its bucket-and-hold hash, its in-flight leases."""
+    return f"{PREFIX}host:{workspace_id}:{host}", f"{PREFIX}flight:{workspace_id}:{host}"

@@ -4,8 +4,8 @@ One document per workspace, ``{"alerts": {"url", "after_failures"} | null,
 "auto_disable_after_failures": n | null, "rate_limits": [{"host", "per_second", "concurrency"}]}``,
 in the hash keys.workspace_settings with its own ETag (``0`` while none is stored: the defaults).
 The API validates a document (scheduler_api.api.routes.settings) and writes it whole with `write`,
-which honours If-Match like a trigger write. Rate limits are stored and shown; the workers do not
-enforce them yet.
+which honours If-Match like a trigger write. The workers read the rate limits of a batch's
+workspaces once per batch (`rate_limits_of`) and enforce them (scheduler_api.delivery.limits).
 
 Failures are counted by the record script (``lua/record.lua``, called by
 scheduler_api.storage.firings.record, in the same script that stores the outcome), so the count
@@ -115,12 +115,28 @@ def write(conn: Redis, workspace_id: str, settings: WorkspaceSettings, *, if_mat
         settings.disable_after or "",
     ]
     with redis_errors():
-        answer = scripts.run(conn, "workspace_settings", [keys.workspace_settings(workspace_id)], args)
+        answer = scripts.run(
+            conn, "workspace_settings", [keys.workspace_settings(workspace_id), keys.state(workspace_id)], args
+        )
     if answer[0] in (b"precondition", "precondition"):
         current = answer[1].decode() if isinstance(answer[1], bytes) else str(answer[1])
         why = f'the settings changed: their ETag is now "{current}"; read them again'
         raise PreconditionFailed("Precondition failed", [{"path": "headers.if-match", "message": why}])
     return new_etag
+
+
+def rate_limits_of(conn: Redis, workspace_ids: Sequence[str]) -> dict[str, dict[str, RateLimit]]:
+    """The rate limits of those of `workspace_ids` that have any, by workspace and then host (one
+    round trip). Redis errors are raised unchanged (a worker's batch fails; another takes it)."""
+    pipe = conn.pipeline(transaction=False)
+    for workspace_id in workspace_ids:
+        pipe.hget(keys.workspace_settings(workspace_id), "doc")
+    found: dict[str, dict[str, RateLimit]] = {}
+    for workspace_id, doc in zip(workspace_ids, pipe.execute(), strict=True):
+        limits = json.loads(doc).get("rate_limits") if doc else None
+        if limits:
+            found[workspace_id] = {r["host"]: RateLimit(**r) for r in limits}
+    return found
 
 
 def record_keys(workspace_id: str) -> tuple[str, str, str]:

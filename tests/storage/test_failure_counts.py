@@ -31,6 +31,13 @@ def alert_firings(conn: Redis) -> list[dict[str, Any]]:
     return found
 
 
+def in_batch(conn: Redis, batch_id: str, outcome: Outcome) -> list[Outcome]:
+    """`outcome`'s firing put in the batch first, as a worker records only firings of its batch (a
+    firing another worker recorded already is not counted again)."""
+    conn.hset(keys.batch(batch_id), outcome.firing_id, "{}")
+    return [outcome]
+
+
 def failed(n: int) -> Outcome:
     firing = Firing(f"ws:0@{iso_second(T + n)}", "ws:0", "v", T + n)
     return Outcome.final(Record.failed(firing, WS, [], finished_at=T + n))
@@ -44,7 +51,9 @@ def test_two_writers_finishing_failures_of_one_trigger_raise_each_alert_once(con
     def writer(first: int) -> None:
         with connect(redis_url, timeout=5) as own:
             for n in range(first, 100, 2):  # one record call per outcome, interleaved with the other writer
-                firings.record(own, f"b{n}", [failed(n)], now=time.time(), retention=RETENTION, finished=True)
+                firings.record(
+                    own, f"b{n}", in_batch(own, f"b{n}", failed(n)), now=time.time(), retention=RETENTION, finished=True
+                )
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in (0, 1)]
     for t in threads:
@@ -67,7 +76,7 @@ def test_a_payload_with_an_on_member_is_left_alone_by_the_disable(conn: Redis) -
     trigger = Trigger(cron=EVERY_SECOND, url="https://example.com/t", method="POST", payload={"on": True, "x": 1})
     edits.replace(conn, WS, [trigger], now=lambda: T)
     workspace_settings.write(conn, WS, WorkspaceSettings(disable_after=1))
-    firings.record(conn, "b", [failed(1)], now=T, retention=RETENTION, finished=True)
+    firings.record(conn, "b", in_batch(conn, "b", failed(1)), now=T, retention=RETENTION, finished=True)
     stored = json.loads(conn.hget(keys.workspace(WS), "0") or b"{}")
     assert stored["payload"] == {"on": True, "x": 1} and stored["on"] is False
     assert alert_firings(conn) == []  # no alerts set: disabled without an alert
@@ -76,7 +85,40 @@ def test_a_payload_with_an_on_member_is_left_alone_by_the_disable(conn: Redis) -
 def test_removing_a_trigger_drops_its_count(conn: Redis) -> None:
     edits.replace(conn, WS, [Trigger(cron=EVERY_SECOND, url="https://example.com/t", method="GET")], now=lambda: T)
     workspace_settings.write(conn, WS, WorkspaceSettings(alert_url="https://alerts.example.com/", alert_after=1))
-    firings.record(conn, "b", [failed(1)], now=T, retention=RETENTION, finished=True)
+    firings.record(conn, "b", in_batch(conn, "b", failed(1)), now=T, retention=RETENTION, finished=True)
     assert consecutive_failures(conn, WS, "0") == 1 and conn.hexists(keys.state(WS), "0^")
     edits.replace(conn, WS, [Trigger(id="other", cron=EVERY_SECOND, url="https://example.com/t", method="GET")])
     assert not conn.hexists(keys.state(WS), "0!") and not conn.hexists(keys.state(WS), "0^")
+
+
+def test_a_firing_recorded_twice_is_counted_once(conn: Redis) -> None:
+    """Two workers recording the same firing (the second took the batch after the first one's lease
+    ran out) count it once."""
+    edits.replace(conn, WS, [Trigger(cron=EVERY_SECOND, url="https://example.com/t", method="GET")], now=lambda: T)
+    workspace_settings.write(conn, WS, WorkspaceSettings(alert_url="https://alerts.example.com/", alert_after=2))
+    firings.record(conn, "b", in_batch(conn, "b", failed(1)), now=T, retention=RETENTION, finished=True)
+    firings.record(conn, "b", [failed(1)], now=T, retention=RETENTION, finished=True)  # again, from elsewhere
+    assert consecutive_failures(conn, WS, "0") == 1 and alert_firings(conn) == []
+
+
+def test_a_lowered_threshold_still_alerts_and_disables(conn: Redis) -> None:
+    edits.replace(conn, WS, [Trigger(cron=EVERY_SECOND, url="https://example.com/t", method="GET")], now=lambda: T)
+    high = WorkspaceSettings(alert_url="https://alerts.example.com/", alert_after=10, disable_after=10)
+    workspace_settings.write(conn, WS, high)
+    for n in range(5):
+        firings.record(conn, f"b{n}", in_batch(conn, f"b{n}", failed(n)), now=T, retention=RETENTION, finished=True)
+    low = WorkspaceSettings(alert_url="https://alerts.example.com/", alert_after=3, disable_after=4)
+    workspace_settings.write(conn, WS, low)
+    firings.record(conn, "b9", in_batch(conn, "b9", failed(9)), now=T, retention=RETENTION, finished=True)
+    assert sorted(a["alert"]["body"]["type"] for a in alert_firings(conn)) == ["trigger.disabled", "trigger.failing"]
+    assert json.loads(conn.hget(keys.workspace(WS), "0") or b"{}")["on"] is False
+
+
+def test_settings_without_counting_drop_the_counts(conn: Redis) -> None:
+    edits.replace(conn, WS, [Trigger(cron=EVERY_SECOND, url="https://example.com/t", method="GET")], now=lambda: T)
+    workspace_settings.write(conn, WS, WorkspaceSettings(alert_url="https://alerts.example.com/", alert_after=3))
+    for n in range(2):
+        firings.record(conn, f"b{n}", in_batch(conn, f"b{n}", failed(n)), now=T, retention=RETENTION, finished=True)
+    assert consecutive_failures(conn, WS, "0") == 2
+    workspace_settings.write(conn, WS, WorkspaceSettings())
+    assert consecutive_failures(conn, WS, "0") == 0

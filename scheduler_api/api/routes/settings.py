@@ -11,10 +11,11 @@ Validation rules (400 naming every problem, nothing changed):
   worker checks the addresses again when it sends); ``alerts.after_failures``: 1-10000 (default 3);
 * ``auto_disable_after_failures``: 1-10000, or null (never);
 * ``rate_limits``: at most 100, each ``{"host", "per_second", "concurrency"}`` with at least one of
-  the two bounds: ``per_second`` > 0 (at most 100000), ``concurrency`` 1-10000. The host is a bare
+  the two bounds: ``per_second`` 0.001-100000, ``concurrency`` 1-10000. The host is a bare
   name or address (no scheme, port, path or user) and is stored as the worker reads a url's host:
   lower-case, IDNA-encoded (``Bücher.example`` -> ``xn--bcher-kva.example``), an IPv6 address
-  without brackets; two limits on one host (once normalised) are refused.
+  without brackets, without a final dot; "%", empty labels and labels over 63 characters are
+  refused; two limits on one host (once normalised) are refused.
 """
 
 from __future__ import annotations
@@ -44,8 +45,11 @@ MAX_FAILURES = 10_000
 def normalise_host(value: str) -> str:
     """`value` as the worker reads a url's host (module docstring); ValueError saying what is wrong."""
     text = value.strip()
-    wrong = f"must be a host name or address without scheme, port or path, got {value!r}"
-    if not text or any(c in text for c in "/?#@\\ \t"):
+    text = text[:-1] if text.endswith(".") else text  # the root's dot: the worker's host has none
+    wrong = f"must be a host name or address without scheme, port or path, got {value[:300]!r}"
+    if not text or any(c in text for c in "/?#@%\\ \t"):
+        raise ValueError(wrong)
+    if ":" not in text and any(not label or len(label) > 63 for label in text.split(".")):
         raise ValueError(wrong)
     if ":" in text and not text.startswith("["):
         try:
@@ -82,7 +86,7 @@ class RateLimitInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     host: StrictStr = Field(description="A host name or address; stored lower-case and IDNA-encoded.")
-    per_second: StrictFloat | None = Field(None, gt=0, le=100_000, description="Requests a second (token bucket).")
+    per_second: StrictFloat | None = Field(None, ge=0.001, le=100_000, description="Requests a second (token bucket).")
     concurrency: StrictInt | None = Field(None, ge=1, le=10_000, description="Requests in flight at once.")
 
     @field_validator("host")
@@ -101,7 +105,7 @@ class WorkspaceSettingsInput(BaseModel):
     rate_limits: list[RateLimitInput] = Field(
         default_factory=list,
         max_length=MAX_RATE_LIMITS,
-        description="Per-host limits of this workspace's deliveries (stored; not enforced yet).",
+        description="Per-host limits of this workspace's deliveries, held across all workers (README 'Rate limits').",
     )
 
 

@@ -52,11 +52,11 @@ local n = tonumber(ARGV[9])
 -- sets (the loop below adds it to the one its outcome belongs to); a final outcome ends the replay.
 local function replay_record(ws, kind, firing_id, record_json)
   local number = redis.call('HGET', ws.state, firing_id)
-  if not number then return record_json end
+  if not number then return record_json, false end
   if kind ~= 'retrying' then redis.call('HDEL', ws.state, firing_id) end
   redis.call('ZREM', ws.done, firing_id)
   redis.call('ZREM', ws.failed, firing_id)
-  return string.sub(record_json, 1, -2) .. ',"replays":' .. number .. '}'
+  return string.sub(record_json, 1, -2) .. ',"replays":' .. number .. '}', true
 end
 
 -- A replay dropped unsent (its trigger was replaced or removed since): the replay ends and the
@@ -193,11 +193,13 @@ local function count_outcome(workspace, ws, kind, firing_id)
     return
   end
   local count = redis.call('HINCRBY', ws.state, field, 1)
-  if settings.url and count == settings.after then
+  -- At or past the threshold (it may have been lowered under the count), once per transition: the
+  -- flag stays until a delivered firing; a disabled trigger is not disabled again.
+  if settings.url and settings.after and count >= settings.after and redis.call('HEXISTS', ws.state, flag) == 0 then
     redis.call('HSET', ws.state, flag, '1')
     raise_alert(ws, settings, 'failing', job_id, index, firing_id, count)
   end
-  if count == settings.disable and auto_disable(settings, index, count) then
+  if settings.disable and count >= settings.disable and auto_disable(settings, index, count) then
     redis.call('HSET', ws.state, flag, '1')
     if settings.url then raise_alert(ws, settings, 'disabled', job_id, index, firing_id, count) end
   end
@@ -209,7 +211,9 @@ for i = 0, n - 1 do
   local record_json, retry_json, retry_due = ARGV[at + 3], ARGV[at + 4], ARGV[at + 5]
   local scheduled_at, held_by = ARGV[at + 6], ARGV[at + 7]
   local ws = workspaces[workspace]
-  redis.call('HDEL', batch_key, firing_id)
+  -- Absent: another worker recorded this firing already (it took the batch after this one's lease
+  -- ran out): its record is written again, but it is not counted twice.
+  local present = redis.call('HDEL', batch_key, firing_id) == 1
   if held_by ~= '' then let_go(ws, held_by, firing_id) end
   if kind == 'dropped' then
     if not replay_dropped(ws, firing_id) then
@@ -217,7 +221,8 @@ for i = 0, n - 1 do
       redis.call('ZREM', ws.history, firing_id)
     end
   else
-    record_json = replay_record(ws, kind, firing_id, record_json)
+    local replayed
+    record_json, replayed = replay_record(ws, kind, firing_id, record_json)
     redis.call('HSET', ws.records, firing_id, record_json)
     redis.call('ZADD', ws.history, scheduled_at, firing_id)
     touched[workspace] = true
@@ -231,7 +236,8 @@ for i = 0, n - 1 do
       redis.call('ZADD', ws.failed, now, firing_id)
     end
     if final_counter[kind] then redis.call('HINCRBY', metrics_key, final_counter[kind], 1) end
-    if final_counter[kind] then count_outcome(workspace, ws, kind, firing_id) end  -- failure alerts
+    -- Failure alerts count each scheduled or run-now firing once: not a replay of an old firing.
+    if final_counter[kind] and present and not replayed then count_outcome(workspace, ws, kind, firing_id) end
     if kind == 'delivered' then
       redis.call('HINCRBY', metrics_key, {{Counter.ATTEMPT_OK}}, 1)
     elseif kind ~= 'blocked' then  -- a blocked attempt is never made
