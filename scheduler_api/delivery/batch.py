@@ -201,18 +201,7 @@ class BatchRun:
         limit = self.limits.limit_of(trigger) if self.limits.by_workspace else None
         waited = 0.0
         if limit is None:
-            if self.limits.holds:  # a host answered 429/503 with Retry-After: its firings wait
-                held = await self.limits.wait_hold(trigger, lambda: runtime.stopping)
-                if held is None:
-                    return  # unsent: it goes back with the batch
-                waited = held if held >= 0.001 else 0.0
-                if waited:  # a replace or delete while it waited applies to it
-                    self._reread({firing.job_id})
-                    if self.current_trigger(firing) is None:
-                        return
             attempt = await send(runtime.client(), trigger, firing, runtime.options)
-            if attempt.retry_after:
-                self.limits.note_hold(trigger, attempt.retry_after)
         else:
             sent = await self.send_limited(firing, trigger, limit)
             if sent is None:

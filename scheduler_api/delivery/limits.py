@@ -18,14 +18,13 @@ Rules:
   batch hands it back to the outbox;
 * with ``concurrency`` the request holds a lease in Redis while in flight, let go when its attempt
   ends (or, if the worker dies, when the lease runs out: the attempt's timeout and a margin);
-* a 429 or 503 with ``Retry-After`` from a host holds back the workspace's other firings to that
-  host, in every worker, until then. A limited host's hold is kept and checked by the same script
-  as its limit (`BatchLimits.end_turn`); a host without a limit gets it in the workspace's holds
-  (`BatchLimits.note_hold`), which the batches read when they start (with the limits: one round
-  trip per batch, nothing per delivery), so a batch that starts after the answer waits for it and
-  the batch that got the answer waits at once; a batch already running in another worker does not
-  see it. Other workspaces to the same host are never held back; the firing that got the 429/503
-  is retried as its retry policy says (scheduler_api.delivery.retry).
+* a 429 or 503 with ``Retry-After`` from a limited host holds back the workspace's other firings to
+  that host, in every worker, until then (`BatchLimits.end_turn`). Only hosts with a limit in the
+  workspace's settings are held back: the issue asks that a workspace without rate limits costs
+  nothing measurable, and checking a hold on every host would cost a round trip per delivery. A
+  workspace that wants a host held back on Retry-After gives it a limit (a generous
+  ``concurrency`` is enough). Other workspaces to the same host are never held back; the firing
+  that got the 429/503 is retried as its retry policy says (scheduler_api.delivery.retry).
 
 Failure rules: Redis errors are raised unchanged (the batch fails; another worker delivers the
 firings it had not recorded).
@@ -65,24 +64,6 @@ class BatchLimits:
         self.conn = conn
         self.timeout = timeout
         self.by_workspace = rate_limits_of(conn, workspace_ids) if workspace_ids else {}
-        # Holds of hosts without a limit: workspace -> host -> until (unix seconds).
-        self.holds = host_limits.holds_of(conn, workspace_ids, now=time.time()) if workspace_ids else {}
-
-    def note_hold(self, trigger: StoredTrigger, seconds: float) -> None:
-        """A host without a limit answered with a Retry-After: hold the workspace's firings to it."""
-        host = parsed_url(trigger.url).raw_host.decode("ascii")
-        until = host_limits.hold_host(self.conn, trigger.workspace_id, host, seconds)
-        self.holds.setdefault(trigger.workspace_id, {})[host] = until
-
-    async def wait_hold(self, trigger: StoredTrigger, stopping: Callable[[], bool]) -> float | None:
-        """Wait for a hold on the host of `trigger` (one without a limit); return how long it waited,
-        or None when the worker started stopping meanwhile."""
-        held = self.holds.get(trigger.workspace_id)
-        until = held.get(parsed_url(trigger.url).raw_host.decode("ascii"), 0.0) if held else 0.0
-        started = time.time()
-        while not stopping() and (left := until - time.time()) > 0:
-            await asyncio.sleep(min(left, 1.0))
-        return None if stopping() and until > time.time() else max(time.time() - started, 0.0)
 
     def limit_of(self, trigger: StoredTrigger) -> RateLimit | None:
         """The limit on the host of `trigger`'s url in its workspace's settings, or None."""

@@ -14,9 +14,7 @@ request (``lua/host_acquire.lua``), so any number of workers share them exactly:
   plus `LEASE_MARGIN_SECONDS`), so the slot of a worker killed mid-request frees itself; a lease is
   let go (`release`) when its attempt ends;
 * a 429 or 503 answer with ``Retry-After`` from such a host holds that workspace's requests to it
-  back until then (`hold`), for every worker; from a host without a limit the hold is kept in the
-  workspace's hash ``sa:holds:{ws}`` (`hold_host`), which every batch reads when it starts
-  (`holds_of`) — a write only on such an answer, a read per batch, nothing per delivery.
+  back until then (`hold`), for every worker.
 
 Times are Redis's clock (``TIME`` in the scripts), not the workers'. Over ``per_second``, `acquire`
 reserves the next free start for the caller (with its in-flight lease, if any), so each waiting
@@ -28,10 +26,6 @@ delivers the firings it had not recorded).
 """
 
 from __future__ import annotations
-
-import math
-import time
-from collections.abc import Sequence
 
 from redis import Redis
 
@@ -71,34 +65,3 @@ def hold(conn: Redis, workspace_id: str, host: str, seconds: float) -> float:
     """Hold the workspace's requests to `host` back for `seconds` (a Retry-After); return until
     when (Redis's clock). An earlier, longer hold stays."""
     return float(scripts.run(conn, "host_hold", [keys.host_limit(workspace_id, host)[0]], [repr(seconds)]))
-
-
-def hold_host(conn: Redis, workspace_id: str, host: str, seconds: float, *, now: float | None = None) -> float:
-    """Hold the workspace's requests to `host` (a host without a limit) back for `seconds`; return
-    until when (this worker's clock). An earlier, longer hold stays; the hash expires with its
-    longest hold."""
-    key = keys.host_holds(workspace_id)
-    until = (time.time() if now is None else now) + seconds
-    current = conn.hget(key, host)
-    if current is not None and float(current) >= until:
-        return float(current)
-    pipe = conn.pipeline(transaction=False)
-    pipe.hset(key, host, repr(until))
-    pipe.expire(key, math.ceil(seconds) + 1, nx=True)
-    pipe.expire(key, math.ceil(seconds) + 1, gt=True)
-    pipe.execute()
-    return until
-
-
-def holds_of(conn: Redis, workspace_ids: Sequence[str], *, now: float) -> dict[str, dict[str, float]]:
-    """The holds still running of those of `workspace_ids` that have any: workspace -> host -> until
-    (one round trip)."""
-    pipe = conn.pipeline(transaction=False)
-    for workspace_id in workspace_ids:
-        pipe.hgetall(keys.host_holds(workspace_id))
-    found: dict[str, dict[str, float]] = {}
-    for workspace_id, raw in zip(workspace_ids, pipe.execute(), strict=True):
-        running = {k.decode(): float(v) for k, v in raw.items() if float(v) > now}
-        if running:
-            found[workspace_id] = running
-    return found

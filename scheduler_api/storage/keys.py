@@ -63,8 +63,6 @@ Per-host rate limits (scheduler_api.storage.host_limits; only for a workspace's 
                                 bucket's state) and ``until`` (held back by a 429/503's Retry-After
                                 until then); expires once neither matters
   ``sa:flight:{ws}:{host}``     sorted set: lease id -> when it runs out, the requests in flight
-  ``sa:holds:{ws}``             hash: host without a limit -> until when a 429/503's Retry-After
-                                holds the workspace's requests to it back; expires with its longest
 
 Every key a Lua script (scheduler_api.storage.scripts) touches is built here and passed in its
 KEYS, with one exception: ``reap_leases.lua`` finds the ids of expired batches inside the script
@@ -179,12 +177,6 @@ def quota_built(scope: str) -> str:
 
 def rate(kind: str, workspace_id: str) -> str:
     return f"{PREFIX}rate:{kind}:{workspace_id}"
-
-
-def host_holds(workspace_id: str) -> str:
-    """Hash host -> until when (unix seconds) the workspace's requests to that host are held back
-    after a 429/503 Retry-After, for hosts without a rate limit (scheduler_api.storage.host_limits)."""
-    return f"{PREFIX}holds:{workspace_id}"
 
 
 def host_limit(workspace_id: str, host: str) -> tuple[str, str]:

@@ -127,28 +127,6 @@ def test_retry_after_holds_back_the_host_for_that_workspace_only(
     assert "waited_ms" not in record(conn, "b", "q0", due)["attempts"][0]
 
 
-def test_retry_after_from_a_host_without_a_limit_holds_it_back_for_that_workspace_only(
-    conn: Redis, redis_url: str, queue: Queue, receiver: Receiver
-) -> None:
-    """No rate limits at all: the 429's Retry-After is kept in the workspace's holds, which the next
-    batches read; another workspace to the same host is not held back."""
-    settings = make_engine_settings(redis_url)
-    receiver.on("/busy", (429, 0, {"Retry-After": "1"}))
-    fire_together(conn, queue, settings, {"a": ["/busy"]}, receiver)
-    deliver(conn, settings)
-    answered = receiver.to("/busy")[0].at
-    assert conn.hexists(keys.host_holds("a"), HOST) and not conn.exists(keys.host_holds("b"))
-
-    due = fire_together(conn, queue, settings, {"a": ["/a-later"], "b": ["/b-now"]}, receiver, "q")
-    deliver(conn, settings)
-    (b_now,) = receiver.to("/b-now")
-    (a_later,) = receiver.to("/a-later")
-    assert b_now.at - answered < 0.5
-    assert a_later.at - answered >= 1 - TOLERANCE
-    assert record(conn, "a", "q0", due)["attempts"][0]["waited_ms"] >= 500
-    assert "waited_ms" not in record(conn, "b", "q0", due)["attempts"][0]
-
-
 def test_a_workspace_without_limits_and_an_unlimited_host_are_not_checked(
     conn: Redis, redis_url: str, queue: Queue, receiver: Receiver
 ) -> None:
