@@ -37,6 +37,8 @@ from urllib.parse import quote
 import httpx
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no type hints
 
+from scheduler_api.policy import POLICY_FIELDS
+
 SECRET = "<secret>"  # what `get` writes for a header value; `apply` refuses it
 DEFAULT_API = "http://127.0.0.1:3000"
 MASK = "***"
@@ -45,18 +47,6 @@ _VAR = re.compile(r"\$(\$?)\{([^}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DEFAULTS: dict[str, Any] = {"timezone": "UTC", "enabled": True, "payload": None, "headers": {}}
 _FIELDS = ("id", "cron", "at", "url", "method", "timezone", "enabled", "headers", "payload")
-# The delivery policy and schedule bounds: written by `get` when the API shows them (only when set).
-_POLICY = (
-    "timeout_seconds",
-    "retry",
-    "final_statuses",
-    "success",
-    "overlap",
-    "start_at",
-    "end_at",
-    "max_firings",
-    "jitter_seconds",
-)
 
 
 class ApplyError(Exception):
@@ -299,8 +289,8 @@ def fetch(client: httpx.Client, workspace: str) -> dict[str, Any]:
             if "payload" not in job:
                 hidden.append(job["id"])
             t["payload"] = job.get("payload")
-        t |= {name: job[name] for name in _POLICY if job.get(name) is not None}
-        shown = [k for k in (*_FIELDS, *_POLICY) if t.get(k) is not None]
+        t |= {name: job[name] for name in POLICY_FIELDS if job.get(name) is not None}
+        shown = [k for k in (*_FIELDS, *POLICY_FIELDS) if t.get(k) is not None]
         triggers.append({k: t[k] for k in shown if k not in _DEFAULTS or t[k] != _DEFAULTS[k]})
     if hidden:
         raise ApplyError(f"the API does not show the payload of {', '.join(hidden)}: get cannot write a faithful file")

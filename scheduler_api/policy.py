@@ -48,6 +48,18 @@ from pydantic import (
 from scheduler_api import cron as cronlib
 
 OVERLAP_MODES = ("allow", "skip", "buffer_one")
+# The policy fields by their input names (`Policy.to_dict`), in the order diffs and files show them.
+POLICY_FIELDS = (
+    "timeout_seconds",
+    "retry",
+    "final_statuses",
+    "success",
+    "overlap",
+    "start_at",
+    "end_at",
+    "max_firings",
+    "jitter_seconds",
+)
 MAX_STATUS_ITEMS = 100
 _STATUS_CLASS = re.compile(r"^[1-5]xx$")
 
@@ -233,38 +245,24 @@ class Policy:
     def to_dict(self) -> dict[str, Any]:
         """The stored form (and the API's view), with the input's names; unset fields left out.
         Times are unix seconds here; the API shows them in ISO 8601."""
-        out: dict[str, Any] = {}
-        if self.timeout_seconds is not None:
-            out["timeout_seconds"] = self.timeout_seconds
-        if self.has_retry:
-            retry: dict[str, Any] = {}
-            if self.max_retries is not None:
-                retry["max_retries"] = self.max_retries
-            if self.backoff_seconds is not None:
-                retry["backoff_seconds"] = self.backoff_seconds
-            if self.max_backoff_seconds is not None:
-                retry["max_backoff_seconds"] = self.max_backoff_seconds
-            out["retry"] = retry
-        if self.final_statuses is not None:
-            out["final_statuses"] = self.final_statuses.as_list()
-        if self.success_statuses is not None or self.body_contains is not None:
-            success: dict[str, Any] = {}
-            if self.success_statuses is not None:
-                success["status"] = self.success_statuses.as_list()
-            if self.body_contains is not None:
-                success["body_contains"] = self.body_contains
-            out["success"] = success
-        if self.overlap != "allow":
-            out["overlap"] = self.overlap
-        if self.start_at is not None:
-            out["start_at"] = self.start_at
-        if self.end_at is not None:
-            out["end_at"] = self.end_at
-        if self.max_firings is not None:
-            out["max_firings"] = self.max_firings
-        if self.jitter_seconds:
-            out["jitter_seconds"] = self.jitter_seconds
-        return out
+        retry = {
+            "max_retries": self.max_retries,
+            "backoff_seconds": self.backoff_seconds,
+            "max_backoff_seconds": self.max_backoff_seconds,
+        }
+        statuses = self.success_statuses.as_list() if self.success_statuses is not None else None
+        out = {
+            "timeout_seconds": self.timeout_seconds,
+            "retry": _set(retry) or None,
+            "final_statuses": self.final_statuses.as_list() if self.final_statuses is not None else None,
+            "success": _set({"status": statuses, "body_contains": self.body_contains}) or None,
+            "overlap": self.overlap if self.overlap != "allow" else None,
+            "start_at": self.start_at,
+            "end_at": self.end_at,
+            "max_firings": self.max_firings,
+            "jitter_seconds": self.jitter_seconds or None,
+        }
+        return _set(out)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Policy | None:
@@ -289,6 +287,11 @@ class Policy:
             max_firings=d.get("max_firings"),
             jitter_seconds=int(d.get("jitter_seconds") or 0),
         )
+
+
+def _set(fields: dict[str, Any]) -> dict[str, Any]:
+    """The members of `fields` that are set (not None), in order."""
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _float_or_none(value: Any) -> float | None:

@@ -42,25 +42,13 @@ from redis import Redis
 from scheduler_api import cron as cronlib
 from scheduler_api.errors import InvalidRequest, PreconditionFailed, SecretsError, StoreUnavailable
 from scheduler_api.header_crypto import HeaderCipher
-from scheduler_api.policy import Policy, next_run
+from scheduler_api.policy import POLICY_FIELDS, Policy, next_run
 from scheduler_api.storage.triggers import EMPTY_ETAG, Snapshot, StoredTrigger, Write, WriteStatus, read, write
 from scheduler_api.storage.workspace_settings import reset_failures
 from scheduler_api.triggers import Trigger
 
 MAX_ATTEMPTS = 50  # planning rounds against concurrent writes before giving up (503)
 COMPARED = ("cron", "at", "timezone", "url", "method", "payload", "enabled")
-# The policy fields, by their input names (scheduler_api.policy.Policy.to_dict), in diff order.
-POLICY_FIELDS = (
-    "timeout_seconds",
-    "retry",
-    "final_statuses",
-    "success",
-    "overlap",
-    "start_at",
-    "end_at",
-    "max_firings",
-    "jitter_seconds",
-)
 RESCHEDULING = frozenset({"cron", "timezone", "at", "start_at", "end_at", "max_firings", "jitter_seconds"})
 
 
