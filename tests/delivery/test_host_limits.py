@@ -20,10 +20,11 @@ from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
 from scheduler_api.storage import edits, firings, host_limits, keys, workspace_settings
 from scheduler_api.storage.workspace_settings import RateLimit, WorkspaceSettings
+from tests.support.arrivals import most_in_flight, most_in_one_second
 from tests.support.clock import iso_second, once_cron
 from tests.support.engine import deliver
 from tests.support.factories import make_engine_settings, make_trigger
-from tests.support.receiver import Received, Receiver
+from tests.support.receiver import Receiver
 
 TOLERANCE = 0.05
 HOST = "127.0.0.1"  # the receiver's host, as httpx parses its url
@@ -54,21 +55,6 @@ def record(conn: Redis, ws: str, trigger_id: str, due: float) -> dict[str, Any]:
     return found
 
 
-def most_in_flight(requests: list[Received], held: float) -> int:
-    """The most requests in flight at once, each held `held` seconds by the receiver."""
-    events = sorted([(r.at, 1) for r in requests] + [(r.at + held, -1) for r in requests])
-    now = most = 0
-    for _, step in events:
-        now += step
-        most = max(most, now)
-    return most
-
-
-def most_in_one_second(requests: list[Received]) -> int:
-    times = sorted(r.at for r in requests)
-    return max(sum(1 for t in times if start <= t < start + 1 - TOLERANCE) for start in times)
-
-
 def test_concurrency_bounds_requests_in_flight_and_all_are_delivered(
     conn: Redis, redis_url: str, queue: Queue, receiver: Receiver
 ) -> None:
@@ -97,7 +83,7 @@ def test_per_second_spaces_requests_over_any_sliding_second(
 
     sent = receiver.to("/a")
     assert len(sent) == 8
-    assert most_in_one_second(sent) <= 5
+    assert most_in_one_second(sent, TOLERANCE) <= 5
     times = sorted(r.at for r in sent)
     assert times[-1] - times[0] >= 7 * 0.2 - TOLERANCE
     recs = [record(conn, "ws", f"p{i}", due) for i in range(8)]

@@ -9,7 +9,6 @@ import time
 from cryptography.fernet import Fernet
 from redis import Redis
 from rq import Queue
-from standardwebhooks import Webhook, WebhookVerificationError
 
 from scheduler_api.delivery import worker
 from scheduler_api.engine import tick as ticking
@@ -17,6 +16,7 @@ from scheduler_api.header_crypto import HeaderCipher
 from scheduler_api.settings import Settings
 from scheduler_api.storage import edits, keys, signing_keys
 from scheduler_api.triggers import Trigger
+from tests.support.arrivals import verifies
 from tests.support.clock import T
 from tests.support.factories import make_engine_settings
 from tests.support.receiver import Received, Receiver, headers_of
@@ -34,14 +34,6 @@ def deliver(conn: Redis, settings: Settings, by_ws: dict[str, list[Trigger]], *n
 def secret_of(conn: Redis, settings: Settings, ws: str) -> str:
     cipher = HeaderCipher(settings.secrets_key) if settings.secrets_key else None
     return signing_keys.get(conn, cipher, ws, now=time.time()).secret
-
-
-def verifies(secret: str, r: Received) -> bool:
-    try:
-        Webhook(secret).verify(r.body, r.headers, json_parse=False)
-    except WebhookVerificationError:
-        return False
-    return True
 
 
 def test_each_workspace_signs_with_its_own_secret(conn: Redis, redis_url: str, receiver: Receiver) -> None:

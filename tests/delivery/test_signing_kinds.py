@@ -9,22 +9,14 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue
-from standardwebhooks import Webhook, WebhookVerificationError
 
 from scheduler_api.storage import edits, firings
 from scheduler_api.triggers import Trigger
+from tests.support.arrivals import verifies
 from tests.support.clock import ONCE, T, iso_second
 from tests.support.engine import drive, tick_and_deliver
 from tests.support.factories import WS, make_engine_settings
-from tests.support.receiver import Received, Receiver, headers_of
-
-
-def verifies(secret: str, r: Received) -> bool:
-    try:
-        Webhook(secret).verify(r.body, r.headers)
-    except WebhookVerificationError:
-        return False
-    return True
+from tests.support.receiver import Receiver, headers_of
 
 
 def test_run_now_scheduled_replay_and_alert_requests_are_all_signed(

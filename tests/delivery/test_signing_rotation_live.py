@@ -15,27 +15,19 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue
-from standardwebhooks import Webhook, WebhookVerificationError
 
 from scheduler_api.api import create_app
 from scheduler_api.triggers import Trigger
+from tests.support.arrivals import verifies
 from tests.support.engine import deliver, fire_now
 from tests.support.factories import make_engine_settings
-from tests.support.receiver import Received, Receiver, headers_of
+from tests.support.receiver import Receiver, headers_of
 
 FIRINGS = 40
 LANES = 4
 DELAY = 0.2  # each request held this long: the batch takes FIRINGS / LANES * DELAY = 2 s
 ROTATE_AFTER = 8  # requests received before the rotation
 TAKES_EFFECT = 1.0  # seconds after the rotation by which every firing started carries the new secret
-
-
-def verifies(secret: str, r: Received) -> bool:
-    try:
-        Webhook(secret).verify(r.body, r.headers)
-    except WebhookVerificationError:
-        return False
-    return True
 
 
 @pytest.mark.slow
