@@ -50,13 +50,18 @@ local function send(b, firing_id, firing_json)
   won = won + 1
 end
 
+-- A record of a firing that is not sent, in the history and in `finished` (the done or failed set).
+local function store_record(ws, workspace, firing_id, record_json, scheduled_at, finished)
+  redis.call('HSET', ws.records, firing_id, record_json)
+  redis.call('ZADD', ws.history, scheduled_at, firing_id)
+  redis.call('ZADD', finished, now, firing_id)
+  touched[workspace] = true
+end
+
 -- A firing not sent because `active_id` is active: its record, kept like a delivered one.
 local function skip(ws, workspace, firing_id, record_json, active_id, scheduled_at)
   local full = string.sub(record_json, 1, -2) .. ',"active_id":' .. cjson.encode(active_id) .. '}'
-  redis.call('HSET', ws.records, firing_id, full)
-  redis.call('ZADD', ws.history, scheduled_at, firing_id)
-  redis.call('ZADD', ws.done, now, firing_id)
-  touched[workspace] = true
+  store_record(ws, workspace, firing_id, full, scheduled_at, ws.done)
   skipped = skipped + 1
 end
 
@@ -117,10 +122,7 @@ local function commit(at, extended)
     end
   end
   if missed_json ~= '' then
-    redis.call('HSET', ws.records, firing_id, missed_json)
-    redis.call('ZADD', ws.history, scheduled_at, firing_id)
-    redis.call('ZADD', ws.failed, now, firing_id)
-    touched[workspace] = true
+    store_record(ws, workspace, firing_id, missed_json, scheduled_at, ws.failed)
     missed = missed + 1
   end
   if ended then
