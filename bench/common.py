@@ -236,7 +236,8 @@ def start_api(env: dict[str, str], *, cwd: Path, log_dir: Path, timeout: float =
 class ReceiverProcess:
     """`python -m bench.receiver` on a free port, and a reader of what it recorded."""
 
-    def __init__(self, *, delay_ms: float, log_dir: Path) -> None:
+    def __init__(self, *, delay_ms: float, log_dir: Path, slow: tuple[str, float] | None = None) -> None:
+        """`slow`: (path prefix, milliseconds): requests to those paths are answered after that long."""
         # BENCH_RECEIVER=aiohttp: the aiohttp.web receiver of earlier figures (bench.receiver).
         self.server = os.environ.get("BENCH_RECEIVER", "httptools")
         self.port = free_port()
@@ -253,6 +254,7 @@ class ReceiverProcess:
                 f"{delay_ms:g}",
                 "--server",
                 self.server,
+                *(["--slow-prefix", slow[0], "--slow-ms", f"{slow[1]:g}"] if slow else []),
             ],
             env=dict(os.environ, PYTHONPATH=str(REPO)),
             cwd=REPO,

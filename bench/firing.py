@@ -45,6 +45,7 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.registry import FailedJobRegistry
 
+from bench import noisy
 from bench.common import (
     RESULTS,
     Child,
@@ -254,9 +255,14 @@ def main(argv: list[str] | None = None) -> None:
         help="give every workspace this rate limit (the receiver's host is 127.0.0.1)",
     )
     parser.add_argument("--settle", type=float, default=3.0, help="seconds to watch for duplicates at the end")
+    parser.add_argument("--noisy", action="store_true", help="the noisy-neighbour case instead (bench.noisy)")
+    noisy.add_arguments(parser)
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON lines file to append to")
     parser.add_argument("--no-save", action="store_true", help="do not append to the results file")
     args = parser.parse_args(argv)
+    if args.noisy:
+        noisy.main(args)
+        return
     if not (1 <= args.triggers <= 1_000_000 and 1 <= args.workspaces <= args.triggers):
         parser.error("need 1 <= --workspaces <= --triggers <= 1,000,000")
     if not (1 <= args.firings <= 100 and 1 <= args.workers <= 64):

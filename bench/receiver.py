@@ -1,6 +1,7 @@
 """A local HTTP receiver that records every request: ``python -m bench.receiver --port P``.
 
-It answers 200 to any method on any path (after ``--delay-ms``, like a slow remote webhook) and
+It answers 200 to any method on any path (after ``--delay-ms``, like a slow remote webhook; paths
+starting with ``--slow-prefix`` after ``--slow-ms`` instead) and
 records ``[arrived, answered, X-Scheduler-Scheduled-At, Idempotency-Key]`` (unix seconds) for
 each request. Its own endpoints, for the benchmark:
 
@@ -31,15 +32,21 @@ BODY = b'{"ok":true}'
 
 
 class Recorder:
-    def __init__(self, delay_seconds: float) -> None:
+    def __init__(self, delay_seconds: float, slow_prefix: str = "", slow_seconds: float = 0.0) -> None:
         self.delay = delay_seconds
+        self.slow_prefix = slow_prefix.encode()
+        self.slow = slow_seconds
         self.records: list[tuple[float, float, str, str]] = []
+
+    def delay_of(self, path: bytes) -> float:
+        return self.slow if self.slow_prefix and path.startswith(self.slow_prefix) else self.delay
 
     async def hook(self, request: web.Request) -> web.Response:
         arrived = time.time()
         await request.read()
-        if self.delay > 0:
-            await asyncio.sleep(self.delay)
+        delay = self.delay_of(request.path.encode())
+        if delay > 0:
+            await asyncio.sleep(delay)
         headers = request.headers
         self.records.append(
             (arrived, time.time(), headers.get("X-Scheduler-Scheduled-At", ""), headers.get("Idempotency-Key", ""))
@@ -106,8 +113,9 @@ class RecordingProtocol(asyncio.Protocol):
             self.recorder.records.append((arrived, time.time(), scheduled_at, key))
             self._write(ANSWER, keep_alive)
 
-        if self.recorder.delay > 0:
-            asyncio.get_running_loop().call_later(self.recorder.delay, answer)
+        delay = self.recorder.delay_of(self.url)
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, answer)
         else:
             answer()
 
@@ -134,10 +142,8 @@ class RecordingProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-def serve_httptools(port: int, delay_seconds: float) -> None:
+def serve_httptools(port: int, recorder: Recorder) -> None:
     import uvloop
-
-    recorder = Recorder(delay_seconds)
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
@@ -148,8 +154,7 @@ def serve_httptools(port: int, delay_seconds: float) -> None:
     uvloop.run(run())
 
 
-def make_app(delay_seconds: float) -> web.Application:
-    recorder = Recorder(delay_seconds)
+def make_app(recorder: Recorder) -> web.Application:
     app = web.Application(client_max_size=2 * 1024 * 1024)
     app.router.add_get("/__bench/stats", recorder.stats)
     app.router.add_get("/__bench/records", recorder.records_page)
@@ -161,13 +166,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.receiver", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--delay-ms", type=float, default=0.0, help="answer each request after this long")
+    parser.add_argument("--slow-prefix", default="", help="paths starting with this answer after --slow-ms")
+    parser.add_argument("--slow-ms", type=float, default=0.0)
     parser.add_argument("--server", choices=["httptools", "aiohttp"], default="httptools", help="see the docstring")
     args = parser.parse_args(argv)
+    recorder = Recorder(args.delay_ms / 1000, args.slow_prefix, args.slow_ms / 1000)
     if args.server == "httptools":
-        serve_httptools(args.port, args.delay_ms / 1000)
+        serve_httptools(args.port, recorder)
         return
     web.run_app(
-        make_app(args.delay_ms / 1000),
+        make_app(recorder),
         host="127.0.0.1",
         port=args.port,
         access_log=None,

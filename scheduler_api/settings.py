@@ -53,7 +53,11 @@ class Settings(BaseSettings):
     retry_after_max_seconds: float = Field(3600.0, ge=0)
     # How much of a response body a trigger's success.body_contains is looked for in.
     success_body_max_bytes: int = Field(65_536, ge=1, le=16_777_216)
+    # Requests one worker has in flight for one workspace (a single-workspace deployment: per worker).
     worker_concurrency: int = Field(10, ge=1, le=10_000)
+    # Requests one worker has in flight for all workspaces together (scheduler_api.delivery.lanes);
+    # unset: 2 x WORKER_CONCURRENCY.
+    worker_max_in_flight: int | None = Field(None, ge=1, le=100_000)
     # A worker that stops renewing its lease for this long is presumed dead; its unfinished
     # firings are handed to another worker.
     worker_lease_seconds: float = Field(30.0, gt=0)
@@ -120,6 +124,13 @@ class Settings(BaseSettings):
 
         check_url(value)  # the message never quotes the URL: it may hold a password
         return value
+
+    @property
+    def max_in_flight(self) -> int:
+        """Requests one worker has in flight in all (`WORKER_MAX_IN_FLIGHT`, or 2 x WORKER_CONCURRENCY),
+        never fewer than one workspace may have."""
+        most = self.worker_max_in_flight or 2 * self.worker_concurrency
+        return max(most, self.worker_concurrency)
 
     @property
     def history_cap(self) -> int:

@@ -49,7 +49,10 @@ def test_defaults_are_the_originals(clean_env: Path) -> None:
     assert s.redis_url == "redis://localhost:6379/0"
     assert s.delivery_timeout_seconds == 30  # "HTTP requests have a 30-second timeout"
     assert s.delivery_max_retries == 3  # "retried up to 3 times"
-    assert s.worker_concurrency == 10  # "up to 10 jobs concurrently"
+    assert s.worker_concurrency == 10  # "up to 10 jobs concurrently" (per workspace; all of one workspace's)
+    # Fair delivery: all workspaces together may have twice that in flight, never less than one may.
+    assert s.max_in_flight == 20 and load_settings(worker_concurrency=30).max_in_flight == 60
+    assert load_settings(worker_concurrency=30, worker_max_in_flight=5).max_in_flight == 30
     assert s.completed_keep_seconds == 86_400  # "kept for 24 hours"
     assert s.completed_keep_count == 100  # "(last 100)"
     assert s.failed_keep_count == 1000  # "(last 1000)"

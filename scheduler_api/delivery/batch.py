@@ -1,10 +1,8 @@
-"""One RQ job: deliver a batch of firings (`run_batch`, run by `BatchRun`).
+"""A batch of firings in delivery (`BatchRun`): one RQ job's batch, held by the worker's
+`Dispatch` (scheduler_api.delivery.dispatch) until its last firing has ended.
 
-`run_batch(batch_id)` is the RQ job function. It runs under our `scheduler-api worker` (no fork,
-one event loop and one shared HTTP client kept across jobs, scheduler_api.delivery.runtime) and
-under the plain `rq worker` command as well (then each job builds its own runtime). What one
-attempt sends is in `scheduler_api.delivery.attempt`; which outcomes are retried, and when, is in
-`scheduler_api.delivery.retry`.
+What one attempt sends is in `scheduler_api.delivery.attempt`; which outcomes are retried, and
+when, is in `scheduler_api.delivery.retry`; who goes first, in `scheduler_api.delivery.lanes`.
 
 Rules of the batch:
 * the job first claims the batch's lease; a batch already done or held by another live worker
@@ -26,12 +24,20 @@ Rules of the batch:
   host waits for its turn (scheduler_api.delivery.limits): delayed, never failed or dropped. One
   that waited has its definition read again before it is sent (dropped if its trigger was removed
   or replaced meanwhile);
-* at most `WORKER_CONCURRENCY` requests are in flight (one per lane);
+* the firings wait in the worker's fair lanes, one queue per workspace: at most
+  `WORKER_MAX_IN_FLIGHT` requests are in flight in the worker, at most `WORKER_CONCURRENCY` of one
+  workspace, and free lanes go to the workspaces in turn. Under `scheduler-api worker` the job
+  returns once its firings are running or parked, and the worker takes its next batch; the batch
+  keeps its lease until its last firing has ended (scheduler_api.delivery.dispatch). A workspace
+  with `WAITING_PER_LANE` x `WORKER_CONCURRENCY` firings already waiting in the worker has the rest
+  of the batch's firings left in the batch, which goes back to the outbox `DEFER_SECONDS` after its
+  other firings end;
+  a parked firing's attempt records how long it waited (``queued_ms``);
 * outcomes are written every `FLUSH_EVERY_SECONDS` and when the batch ends. A worker that dies
   mid-batch stops renewing its lease; the scheduler then hands the firings without an outcome
   to another worker, so a firing is delivered at least once (possibly twice if it was sent but
   not yet recorded: the Idempotency-Key lets the receiver tell);
-* on SIGTERM the batch starts no new request; those in flight finish and the rest go back to
+* on SIGTERM no batch starts a new request; those in flight finish and the rest go back to
   the outbox at once.
 """
 
@@ -53,9 +59,8 @@ from scheduler_api.delivery.retry import classify
 from scheduler_api.delivery.runtime import DeliveryRuntime
 from scheduler_api.errors import SecretsError
 from scheduler_api.header_crypto import open_headers
-from scheduler_api.settings import load_settings
 from scheduler_api.storage import firings, keys
-from scheduler_api.storage.firings import Firing, LeaseClaim, Outcome
+from scheduler_api.storage.firings import Firing, Outcome
 from scheduler_api.storage.triggers import StoredTrigger, load_definitions, paused_among
 from scheduler_api.storage.workspace_settings import RateLimit
 
@@ -65,13 +70,14 @@ FLUSH_EVERY_SECONDS = 0.25
 Counts = dict[str, int]
 
 
-def _no_counts() -> Counts:
+def no_counts() -> Counts:
     return {"delivered": 0, "failed": 0, "blocked": 0, "retrying": 0, "dropped": 0}
 
 
 class BatchRun:
-    """The delivery of one claimed batch: `WORKER_CONCURRENCY` lanes take its firings in order,
-    one request each at a time, while `keep_lease` flushes outcomes and renews the lease."""
+    """One claimed batch in delivery: its firings wait in the worker's fair lanes (`Dispatch`),
+    its outcomes are written by the dispatch's timer, and it lets go of its lease when the last
+    of its firings has ended (`Dispatch.finish`)."""
 
     def __init__(self, runtime: DeliveryRuntime, conn: Redis, batch_id: str, firings_: list[Firing]) -> None:
         self.runtime = runtime
@@ -79,9 +85,15 @@ class BatchRun:
         self.batch_id = batch_id
         self.seen = runtime.changes_seen()  # changes heard of before the definitions are read
         self.work: list[Firing] = firings_
-        self.taken = 0  # firings started (or dropped) so far, in order
+        self.unstarted: dict[str, Firing] = {f.id: f for f in firings_}  # not started (nor dropped) yet
+        self.outstanding = 0  # firings in the lanes: waiting or running
+        self.left = 0  # firings left in the batch for later: their workspace had too many waiting
+        self.parked: set[str] = set()  # firings that waited behind their workspace's cap
+        self.admitted = time.monotonic()
+        self.broken = False  # an error (Redis) stopped the batch: the rest goes back to the outbox
+        self.done: asyncio.Future[None] | None = None
         self.pending: list[Outcome] = []  # outcomes not yet written
-        self.counts = _no_counts()
+        self.counts = no_counts()
         self.durations: list[float] = []
         self.lateness: list[float] = []
         # The definitions as last read, by jobId; refreshed by `refresh_definitions`.
@@ -114,11 +126,19 @@ class BatchRun:
         self.pending.append(outcome)
         self.counts[outcome.kind.value] += 1
 
-    def flush(self, *, finished: bool) -> None:
-        """Write the pending outcomes and metrics; with `finished`, let go of the batch."""
+    def flush(self, *, finished: bool, back_at: float | None = None) -> None:
+        """Write the pending outcomes and metrics; with `finished`, let go of the batch: the firings
+        left in it go back to the outbox, to be pushed at `back_at` (default: at once)."""
         out, self.pending = self.pending, []
+        now = time.time()
         firings.record(
-            self.conn, self.batch_id, out, now=time.time(), retention=self.runtime.retention, finished=finished
+            self.conn,
+            self.batch_id,
+            out,
+            now=now,
+            retention=self.runtime.retention,
+            finished=finished,
+            back_at=back_at,
         )
         if self.durations or self.lateness:
             pipe = self.conn.pipeline(transaction=False)
@@ -126,19 +146,6 @@ class BatchRun:
             metrics.observe(pipe, "lateness_seconds", self.lateness)
             self.durations, self.lateness = [], []
             pipe.execute()
-
-    async def keep_lease(self) -> None:
-        """Every `FLUSH_EVERY_SECONDS`, write what is pending; every third of the lease, renew it."""
-        lease = self.runtime.settings.worker_lease_seconds
-        renew_every = lease / 3
-        renewed = time.monotonic()
-        while True:
-            await asyncio.sleep(min(FLUSH_EVERY_SECONDS, renew_every))
-            if self.pending:
-                self.flush(finished=False)
-            if time.monotonic() - renewed >= renew_every:
-                firings.renew_lease(self.conn, self.batch_id, until=time.time() + lease)
-                renewed = time.monotonic()
 
     def refresh_definitions(self) -> None:
         """Read again the definitions of the firings not started yet: all of them when the last full
@@ -158,7 +165,7 @@ class BatchRun:
                 self._reread({jid for jid in self._waiting() if keys.split_job_id(jid)[0] in changed})
 
     def _waiting(self) -> set[str]:
-        return {f.job_id for f in self.work[self.taken - 1 :]}
+        return {f.job_id for f in self.unstarted.values()}
 
     def _reread(self, job_ids: set[str]) -> None:
         latest = load_definitions(self.conn, sorted(job_ids))
@@ -169,18 +176,16 @@ class BatchRun:
             else:
                 self.current.pop(jid, None)
 
-    async def lane(self) -> None:
-        """Take the next firing not started, until none is left or the worker stops."""
-        while self.taken < len(self.work) and not self.runtime.stopping:
-            firing = self.work[self.taken]
-            self.taken += 1
-            self.refresh_definitions()
-            if firing.alert is not None:  # a workspace's failure alert: no trigger to read
-                self.add(await alerts.deliver(self.runtime, self.conn, firing))
-                continue
-            trigger = self.current_trigger(firing)
-            if trigger is not None:
-                await self.deliver_one(firing, trigger)
+    async def start(self, firing: Firing) -> None:
+        """Send `firing` (its lane's turn has come), or drop it when its trigger changed."""
+        self.refresh_definitions()
+        del self.unstarted[firing.id]
+        if firing.alert is not None:  # a workspace's failure alert: no trigger to read
+            self.add(await alerts.deliver(self.runtime, self.conn, firing))
+            return
+        trigger = self.current_trigger(firing)
+        if trigger is not None:
+            await self.deliver_one(firing, trigger)
 
     async def deliver_one(self, firing: Firing, trigger: StoredTrigger) -> None:
         """One attempt of `firing`, its outcome queued for the next flush, and its log line."""
@@ -200,6 +205,8 @@ class BatchRun:
             trigger = dataclasses.replace(trigger, headers=headers)
         limit = self.limits.limit_of(trigger) if self.limits.by_workspace else None
         waited = 0.0
+        # Parked behind its workspace's other requests (scheduler_api.delivery.lanes): for how long.
+        queued = time.monotonic() - self.admitted if self.parked and firing.id in self.parked else 0.0
         if limit is None:
             attempt = await send(runtime.client(), trigger, firing, runtime.options)
         else:
@@ -210,6 +217,8 @@ class BatchRun:
         outcome = classify(firing, trigger, attempt, runtime.retry, now=time.time())
         if waited and outcome.record is not None:  # the record shows how long the rate limit held it
             outcome.record.attempts[-1]["waited_ms"] = round(waited * 1000, 1)
+        if queued and outcome.record is not None:  # and how long its workspace's cap held it
+            outcome.record.attempts[-1]["queued_ms"] = round(queued * 1000, 1)
         self.add(outcome)
         if attempt.error != "blocked":
             self.durations.append(attempt.duration)
@@ -254,61 +263,3 @@ class BatchRun:
         finally:
             self.limits.end_turn(trigger, turn, attempt)
         return attempt, turn.waited
-
-    async def run(self) -> Counts:
-        """Deliver the batch; outcomes are flushed and the batch let go whatever happens."""
-        keeper = asyncio.create_task(self.keep_lease())
-        try:
-            lanes = min(self.runtime.settings.worker_concurrency, len(self.work)) or 1
-            await asyncio.gather(*(self.lane() for _ in range(lanes)))
-            if self.runtime.stopping and self.taken < len(self.work):
-                left = len(self.work) - self.taken
-                log.info("batch %s: stopping, %d firing(s) left for another worker", self.batch_id, left)
-        finally:
-            keeper.cancel()
-            try:
-                await keeper
-            except asyncio.CancelledError:
-                pass
-            self.flush(finished=True)
-        return self.counts
-
-
-def deliver_batch(runtime: DeliveryRuntime, conn: Redis, batch_id: str) -> Counts:
-    """Claim the batch and deliver what is left of it (module docstring)."""
-    claim = firings.claim_lease(conn, batch_id, now=time.time(), lease_seconds=runtime.settings.worker_lease_seconds)
-    if claim is not LeaseClaim.CLAIMED:
-        log.info("batch %s: %s", batch_id, "already done" if claim is LeaseClaim.EMPTY else "held by another worker")
-        return _no_counts()
-    runtime.busy = True
-    try:
-        run = BatchRun(runtime, conn, batch_id, firings.load_batch(conn, batch_id))
-        return runtime.loop.run_until_complete(run.run())
-    finally:
-        runtime.busy = False
-
-
-_runtime: DeliveryRuntime | None = None
-
-
-def install_runtime(runtime: DeliveryRuntime | None) -> None:
-    """Called by `scheduler-api worker`: jobs in this process share `runtime`."""
-    global _runtime
-    _runtime = runtime
-
-
-def run_batch(batch_id: str) -> Counts:
-    """RQ job: deliver the firings of batch `batch_id`."""
-    from rq import get_current_job
-
-    job = get_current_job()
-    if job is None:
-        raise RuntimeError("run_batch must run as an RQ job")
-    conn: Redis = job.connection
-    if _runtime is not None:
-        return deliver_batch(_runtime, conn, batch_id)
-    runtime = DeliveryRuntime(load_settings())  # plain `rq worker`: one loop and client per job
-    try:
-        return deliver_batch(runtime, conn, batch_id)
-    finally:
-        runtime.close()

@@ -1,8 +1,8 @@
 """A worker process's delivery runtime: one event loop and one shared HTTP client, kept across jobs.
 
 Under `scheduler-api worker` one `DeliveryRuntime` lives as long as the process, so up to
-`WORKER_CONCURRENCY` requests are in flight with connection reuse across batches; under the plain
-`rq worker` command each job builds its own (scheduler_api.delivery.batch.run_batch).
+`WORKER_MAX_IN_FLIGHT` requests are in flight with connection reuse across batches; under the plain
+`rq worker` command each job builds its own (scheduler_api.delivery.dispatch.run_batch).
 
 The client connects only to addresses the SSRF guard allows (scheduler_api.ssrf, checked on the
 addresses DNS returned), keeps no cookies (one client serves every workspace: a cookie one target
@@ -45,7 +45,7 @@ class DeliveryRuntime:
     """An event loop and one shared HTTP client that live as long as the worker process, with what
     every batch of the process shares: settings, send options, the default retry policy (a
     trigger's own retry fields override it, scheduler_api.delivery.retry), header cipher,
-    retention, the change watch, the workspaces' signers, and the `stopping` / `busy` flags."""
+    retention, the change watch, the workspaces' signers, and the `stopping` flag."""
 
     def __init__(self, settings: Settings, *, resolver: Any = None) -> None:
         """`resolver`: an aiohttp resolver to ask instead of the system's (tests control DNS with it);
@@ -58,7 +58,6 @@ class DeliveryRuntime:
         self.resolver = resolver
         self.loop = new_event_loop()
         self.stopping = False  # set on SIGTERM: batches start no new request
-        self.busy = False  # a batch is being delivered (prefetching waits)
         self.changes: ChangeWatch | None = None  # set by `scheduler-api worker`
         self._client: DeliveryClient | None = None
         # Workspace id -> its secrets as stored when last read, and why they cannot be opened (if so).
@@ -68,7 +67,7 @@ class DeliveryRuntime:
     def client(self) -> DeliveryClient:
         """The shared client: httpx over aiohttp, whose connector resolves through the SSRF guard."""
         if self._client is None:
-            concurrency = self.settings.worker_concurrency
+            concurrency = self.settings.max_in_flight
             guard = GuardedResolver(self.options.policy, self.resolver)
 
             def session() -> aiohttp.ClientSession:  # built lazily, inside the running loop

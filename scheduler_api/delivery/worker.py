@@ -1,20 +1,24 @@
 """`scheduler-api worker`: an RQ worker that delivers with async I/O instead of forking.
 
 `DeliveryWorker` is rq's `SimpleWorker` (jobs run in the worker process, no fork per job) that
-keeps one `DeliveryRuntime` - an event loop and a shared `httpx.AsyncClient` - for its whole
-life, so up to `WORKER_CONCURRENCY` requests are in flight per process with connection reuse.
+keeps one `DeliveryRuntime` - an event loop in a thread of its own and a shared HTTP client -
+and one `Dispatch` (scheduler_api.delivery.dispatch) for its whole life, so up to
+`WORKER_MAX_IN_FLIGHT` requests of every batch it holds are in flight with connection reuse, at
+most `WORKER_CONCURRENCY` of one workspace (scheduler_api.delivery.lanes). A job returns once its
+batch's firings are running or parked, so the next batch is taken while slow requests go on.
 
 Failure rule: when rq's loop quits on an error outside a job (Redis unreachable for longer than the
 connection's retries, e.g. a slow failover), the loop is started again after `RESTART_AFTER_SECONDS`
 with a fresh registration; the process only ends on a signal (or in burst mode).
 
-Shutdown: on the first SIGTERM/SIGINT the worker takes no new job and the running batch starts
-no new request; requests in flight finish (each within `DELIVERY_TIMEOUT_SECONDS`), their
-outcomes are written and the firings not started go back to the outbox for another worker.
+Shutdown: on the first SIGTERM/SIGINT the worker takes no new job and no batch starts a new
+request; requests in flight finish (each within its timeout), their outcomes are written and the
+firings not started go back to the outbox for another worker. In burst mode the worker returns once
+every firing it took has ended.
 A second signal is rq's cold shutdown.
 
-While idle (between jobs) a thread parses the triggers due within `PREFETCH_SECONDS`
-(scheduler_api.storage.prefetch); it waits whenever a batch is being delivered. Another thread listens
+While idle a thread parses the triggers due within `PREFETCH_SECONDS`
+(scheduler_api.storage.prefetch); it waits whenever firings are running or waiting. Another thread listens
 for trigger changes (scheduler_api.delivery.changes), so a running batch drops the firings of a trigger
 replaced or deleted meanwhile before starting them.
 """
@@ -30,8 +34,8 @@ from typing import Any
 from redis import Redis
 from rq import Queue, SimpleWorker
 
-from scheduler_api.delivery.batch import install_runtime
 from scheduler_api.delivery.changes import ChangeWatch
+from scheduler_api.delivery.dispatch import Dispatch, install_runtime
 from scheduler_api.delivery.runtime import DeliveryRuntime
 from scheduler_api.settings import Settings
 from scheduler_api.storage.prefetch import Prefetcher, run_in_thread
@@ -59,8 +63,12 @@ class DeliveryWorker(SimpleWorker):
 
     runtime: DeliveryRuntime | None = None
 
+    dispatch: Dispatch | None = None
+
     def handle_warm_shutdown_request(self) -> None:
-        if self.runtime is not None:
+        if self.dispatch is not None:
+            self.dispatch.stop()
+        elif self.runtime is not None:
             self.runtime.stopping = True
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
 
@@ -91,14 +99,18 @@ def run_worker(
     `resolver`: an aiohttp resolver asked instead of the system's DNS (tests); the SSRF guard wraps it.
     """
     runtime = DeliveryRuntime(settings, resolver=resolver)
-    install_runtime(runtime)
+    dispatch = install_runtime(runtime)
+    assert dispatch is not None
     runtime.client()  # import and build the HTTP client now, not in the first firing's time
+    dispatch.start()
     worker = DeliveryWorker([Queue(settings.queue_name, connection=conn)], connection=conn)
-    worker.runtime = runtime
+    worker.runtime, worker.dispatch = runtime, dispatch
     runtime.changes = ChangeWatch(conn).start()  # replaces and deletes, as the API publishes them
     stop = threading.Event()
     if not burst and settings.prefetch_seconds > 0:  # idle between jobs: parse what is due soon
-        prefetcher = Prefetcher(conn, lookahead=settings.prefetch_seconds, warm=runtime.warm, busy=lambda: runtime.busy)
+        prefetcher = Prefetcher(
+            conn, lookahead=settings.prefetch_seconds, warm=runtime.warm, busy=lambda: dispatch.busy
+        )
         run_in_thread(prefetcher, PREFETCH_EVERY_SECONDS, stop, time.time)
     try:
         while True:
@@ -114,9 +126,11 @@ def run_worker(
             if runtime.stopping:
                 return worked
             worker = DeliveryWorker([Queue(settings.queue_name, connection=conn)], connection=conn)
-            worker.runtime = runtime
+            worker.runtime, worker.dispatch = runtime, dispatch
     finally:
         stop.set()
+        # Burst mode delivers everything it took; otherwise (a signal) what was not started goes back.
+        dispatch.close(drain=burst and not runtime.stopping)
         runtime.changes.stop()
         install_runtime(None)
         runtime.close()

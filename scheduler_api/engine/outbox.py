@@ -27,7 +27,7 @@ from scheduler_api.storage import firings, keys
 log = logging.getLogger("scheduler_api.scheduler")
 
 OUTBOX_RETRY_SECONDS = 30.0
-RUN_BATCH = "scheduler_api.delivery.batch.run_batch"  # the RQ job function
+RUN_BATCH = "scheduler_api.delivery.dispatch.run_batch"  # the RQ job function
 
 
 def batch_job_timeout(settings: Settings) -> int:

@@ -253,6 +253,11 @@ def renew_lease(conn: Redis, batch_id: str, *, until: float) -> None:
     conn.zadd(keys.LEASES, {batch_id: until}, xx=True)
 
 
+def renew_leases(conn: Redis, batch_ids: Sequence[str], *, until: float) -> None:
+    """Renew the leases of a worker's batches in one command (those it still holds)."""
+    conn.zadd(keys.LEASES, dict.fromkeys(batch_ids, until), xx=True)
+
+
 def reap_leases(conn: Redis, *, now: float) -> int:
     """Batches whose lease ran out go back to the outbox; return how many."""
     return int(scripts.run(conn, "reap_leases", [keys.LEASES, keys.OUTBOX], [repr(now), keys.BATCH_PREFIX]))
@@ -290,12 +295,20 @@ class Outcome(NamedTuple):
 
 
 def record(
-    conn: Redis, batch_id: str, outcomes: Sequence[Outcome], *, now: float, retention: Retention, finished: bool
+    conn: Redis,
+    batch_id: str,
+    outcomes: Sequence[Outcome],
+    *,
+    now: float,
+    retention: Retention,
+    finished: bool,
+    back_at: float | None = None,
 ) -> int:
     """Store outcomes, schedule retries, trim retention; return firings left in the batch.
 
     With `finished`, the worker lets go of the batch: its lease is dropped and, if firings are
-    left (a stopping worker did not start them), the batch goes back to the outbox at once. A held
+    left (a stopping worker did not start them, or their workspace had too many waiting in the
+    worker), the batch goes back to the outbox, pushed at `back_at` (default: at once). A held
     firing's final outcome lets go of its trigger: a firing waiting for it (``buffer_one``) goes
     into a new batch, in the outbox at once (module docstring).
     """
@@ -303,7 +316,8 @@ def record(
     script_keys = [keys.batch(batch_id), keys.RETRIES, keys.RETRY_DATA, keys.LEASES, keys.OUTBOX, keys.METRICS]
     script_keys.append(keys.batch(release_id))
     slots: dict[str, int] = {}  # workspace id -> its key group's number in the script (lua/trim.lua)
-    args: list[Any] = [batch_id, repr(now), *retention.args(), int(finished), release_id, len(outcomes)]
+    back = repr(back_at if back_at is not None else now) if finished else "0"
+    args: list[Any] = [batch_id, repr(now), *retention.args(), back, release_id, len(outcomes)]
     for o in outcomes:
         ws = o.workspace_id
         slot = slots.get(ws)

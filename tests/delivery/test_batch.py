@@ -12,7 +12,7 @@ import pytest
 from redis import Redis
 from rq import Queue, SimpleWorker
 
-from scheduler_api.delivery import batch as delivery
+from scheduler_api.delivery import dispatch as delivery
 from scheduler_api.engine import tick as ticking
 from scheduler_api.settings import Settings
 from scheduler_api.storage import edits, firings, keys
@@ -50,10 +50,10 @@ def test_pending_retry_of_a_removed_trigger_is_dropped(
 def test_trigger_deleted_while_its_batch_is_being_delivered_is_not_sent(
     conn: Redis, redis_url: str, queue: Queue, receiver: Receiver
 ) -> None:
-    """A firing waiting in its batch for a free slot (WORKER_CONCURRENCY) has not started: deleting
+    """A firing waiting in its batch for a free lane (WORKER_MAX_IN_FLIGHT) has not started: deleting
     its trigger meanwhile must drop it, as it would a firing still in the queue. The first request
     takes 0.15 s, less than the batch's periodic re-read (0.25 s): the worker hears of the delete."""
-    settings = make_engine_settings(redis_url, worker_concurrency=1)
+    settings = make_engine_settings(redis_url, worker_concurrency=1, worker_max_in_flight=1)
     receiver.on("/a", (200, 0.15))
     receiver.on("/b", (200, 0.15))
     edits.replace(conn, "a", [make_trigger(receiver.url + "/a")], now=lambda: T)
@@ -96,7 +96,7 @@ def test_plain_rq_simple_worker_delivers_a_batch(
     monkeypatch.setenv("DELIVERY_MAX_RETRIES", "2")
     monkeypatch.setenv("DELIVERY_BACKOFF_SECONDS", "0.05")
     monkeypatch.setenv("ALLOW_PRIVATE_TARGETS", "true")
-    assert delivery._runtime is None
+    assert delivery._dispatch is None
     receiver.on("/plain/3", (500, 0))
     triggers = [make_trigger(f"{receiver.url}/plain/{i}", payload={"i": i}) for i in range(5)]
     edits.replace(conn, WS, triggers, now=lambda: T)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from redis import Redis
 from rq import Queue
 
-from scheduler_api.delivery import batch as delivery
+from scheduler_api.delivery import dispatch as delivery
 from scheduler_api.delivery import worker
 from scheduler_api.delivery.runtime import DeliveryRuntime
 from scheduler_api.engine import tick as ticking

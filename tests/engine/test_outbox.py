@@ -8,7 +8,7 @@ import pytest
 from redis import Redis
 from rq import Queue, SimpleWorker
 
-from scheduler_api.delivery import batch as delivery
+from scheduler_api.delivery import dispatch as delivery
 from scheduler_api.engine import tick as ticking
 from scheduler_api.errors import SettingsError
 from scheduler_api.settings import Settings

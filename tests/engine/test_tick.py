@@ -275,7 +275,9 @@ def test_two_concurrent_schedulers_enqueue_each_firing_once(
 def test_two_thousand_triggers_due_at_the_same_second(
     conn: Redis, redis_url: str, queue: Queue, receiver: Receiver
 ) -> None:
-    settings = make_engine_settings(redis_url, worker_concurrency=50, completed_keep_count=5000)
+    settings = make_engine_settings(
+        redis_url, worker_concurrency=50, worker_max_in_flight=50, completed_keep_count=5000
+    )
     n = 2000
     per_ws = 500
     for w in range(n // per_ws):

@@ -16,7 +16,8 @@
 -- ARGV[1] batch id
 -- ARGV[2] now
 -- ARGV[3..6] retention: keep seconds, keep done, keep failed, keep history
--- ARGV[7] '1' when the worker lets go of the batch, else '0'
+-- ARGV[7] '0' while the worker keeps the batch; when it lets go, the time at which the firings
+--         left in it (if any) are pushed again
 -- ARGV[8] release id, the batch id of KEYS[7]
 -- ARGV[9] n, the number of outcomes, then 8 per outcome: kind, workspace (its group's number in
 --         KEYS[8..]), firing id, record JSON, retry firing JSON, retry due, scheduled time, and
@@ -37,7 +38,7 @@ local outbox_key = KEYS[5]
 local metrics_key = KEYS[6]
 local batch_id = ARGV[1]
 local now = tonumber(ARGV[2])
-local finished = ARGV[7] == '1'
+local finished = ARGV[7] ~= '0'
 local release_key = KEYS[7]
 local release_id = ARGV[8]
 local n = tonumber(ARGV[9])
@@ -250,6 +251,6 @@ if release_at then redis.call('ZADD', outbox_key, string.format('%.6f', release_
 local left = redis.call('HLEN', batch_key)
 if finished then
   redis.call('ZREM', leases_key, batch_id)
-  if left > 0 then redis.call('ZADD', outbox_key, now, batch_id) end
+  if left > 0 then redis.call('ZADD', outbox_key, ARGV[7], batch_id) end
 end
 return left

@@ -1,0 +1,241 @@
+"""The worker's batches in delivery (`Dispatch`) and the RQ job function (`run_batch`).
+
+`run_batch(batch_id)` is the RQ job function. It runs under our `scheduler-api worker` (no fork,
+one event loop in a thread of its own and one shared HTTP client kept across jobs,
+scheduler_api.delivery.runtime) and under the plain `rq worker` command as well (then each job
+builds its own runtime and delivers its whole batch before it returns). The rules of a batch are
+in scheduler_api.delivery.batch; who goes first, in scheduler_api.delivery.lanes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+from redis import Redis
+
+from scheduler_api import cron as cronlib
+from scheduler_api.delivery.batch import FLUSH_EVERY_SECONDS, BatchRun, Counts, no_counts
+from scheduler_api.delivery.lanes import FairLanes
+from scheduler_api.delivery.runtime import DeliveryRuntime
+from scheduler_api.settings import load_settings
+from scheduler_api.storage import firings, keys
+from scheduler_api.storage.firings import Firing, LeaseClaim
+
+log = logging.getLogger("scheduler_api.delivery")
+
+WAITING_PER_LANE = 100  # firings of one workspace waiting in a worker, per lane it may use
+DEFER_SECONDS = 30.0  # beyond that, they wait in the outbox this long
+
+Item = tuple[BatchRun, Firing]
+
+
+class Dispatch:
+    """A worker's batches in delivery (module docstring): the fair lanes every batch shares
+    (scheduler_api.delivery.lanes), the batches holding firings in them, and one timer that
+    writes their outcomes every `FLUSH_EVERY_SECONDS` and renews their leases every third of
+    the lease.
+
+    Under `scheduler-api worker` (`start`), the event loop runs in a thread of its own for the
+    life of the process and an RQ job returns as soon as its firings are running or parked: the
+    worker takes its next batch while slow requests are still in flight. Without it (the plain
+    `rq worker` command, tests) a job delivers its whole batch on the calling thread.
+
+    Failure rules: an error while a firing is started (Redis unreachable) marks its batch broken:
+    its other firings are not started and go back to the outbox when the batch ends (or, if
+    even that write fails, when its lease runs out). A failed outcome write is retried by the
+    next timer tick; the batch keeps its lease meanwhile.
+    """
+
+    def __init__(self, runtime: DeliveryRuntime) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.lanes: FairLanes[Item] = FairLanes(
+            self._run, lanes=settings.max_in_flight, per_workspace=settings.worker_concurrency
+        )
+        # Firings one workspace may have waiting in this worker; the rest of a batch's firings of
+        # that workspace stay in the batch, pushed again after `DEFER_SECONDS`.
+        self.most_waiting = WAITING_PER_LANE * self.lanes.per_workspace
+        self.live: dict[str, BatchRun] = {}
+        self.thread: threading.Thread | None = None
+        self._keeper: asyncio.Task[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Firings are running or waiting in this worker (prefetching waits meanwhile)."""
+        return self.lanes.busy
+
+    def start(self) -> Dispatch:
+        """Run the event loop in a thread of its own (`scheduler-api worker`)."""
+        loop = self.runtime.loop
+        self.thread = threading.Thread(target=loop.run_forever, name="delivery-loop", daemon=True)
+        self.thread.start()
+        return self
+
+    def deliver(self, conn: Redis, batch_id: str) -> Counts:
+        """The RQ job's work: claim the batch, put its firings in the lanes; return once they all
+        run or are parked (with a thread), or once they have all ended (without)."""
+        runtime = self.runtime
+        lease = runtime.settings.worker_lease_seconds
+        claim = firings.claim_lease(conn, batch_id, now=time.time(), lease_seconds=lease)
+        if claim is not LeaseClaim.CLAIMED:
+            log.info(
+                "batch %s: %s", batch_id, "already done" if claim is LeaseClaim.EMPTY else "held by another worker"
+            )
+            return no_counts()
+        if self.thread is None:
+            return runtime.loop.run_until_complete(self.admit(conn, batch_id, wait_all=True))
+        return asyncio.run_coroutine_threadsafe(self.admit(conn, batch_id, wait_all=False), runtime.loop).result()
+
+    async def admit(self, conn: Redis, batch_id: str, *, wait_all: bool) -> Counts:
+        """Read the batch and queue its firings, each behind its workspace's; with `wait_all` wait
+        for all of them to end, else until no firing of any batch is left that could start now."""
+        run = BatchRun(self.runtime, conn, batch_id, firings.load_batch(conn, batch_id))
+        run.done = asyncio.get_running_loop().create_future()
+        self.live[batch_id] = run
+        if self._keeper is None:
+            self._keeper = asyncio.get_running_loop().create_task(self._keep())
+        lanes, most = self.lanes, self.most_waiting
+        for firing in run.work:
+            workspace = keys.workspace_of_firing(firing.id)
+            if lanes.stopping or lanes.waiting(workspace) >= most:
+                run.left += 1
+                continue
+            run.outstanding += 1
+            if not lanes.put(workspace, (run, firing)):
+                run.parked.add(firing.id)
+        if run.outstanding == 0:
+            self.finish(run)
+        if wait_all:
+            await run.done
+        else:
+            await lanes.wait_runnable()
+        return run.counts
+
+    async def _run(self, item: Item) -> None:
+        run, firing = item
+        try:
+            if not run.broken and not self.runtime.stopping:
+                await run.start(firing)
+        except Exception:
+            log.exception("batch %s: stopped by an error; its firings not started go back to the outbox", run.batch_id)
+            run.broken = True
+        finally:
+            run.outstanding -= 1
+            if run.outstanding == 0:
+                self.finish(run)
+
+    def finish(self, run: BatchRun) -> None:
+        """The batch's last firing in the lanes has ended: write its outcomes and let go of it."""
+        self.live.pop(run.batch_id, None)
+        back_at = None
+        if run.left and not self.runtime.stopping and not run.broken:
+            back_at = time.time() + DEFER_SECONDS
+            log.info("batch %s: %d firing(s) wait in the outbox until %s", run.batch_id, run.left, cronlib.iso(back_at))
+        try:
+            run.flush(finished=True, back_at=back_at)
+        except Exception:  # its lease runs out and the scheduler hands what is left to another worker
+            log.exception("batch %s: its outcomes could not be written", run.batch_id)
+        if run.done is not None and not run.done.done():
+            run.done.set_result(None)
+
+    async def _keep(self) -> None:
+        lease = self.runtime.settings.worker_lease_seconds
+        renew_every = lease / 3
+        renewed = time.monotonic()
+        while True:
+            await asyncio.sleep(min(FLUSH_EVERY_SECONDS, renew_every))
+            runs = list(self.live.values())
+            for run in runs:
+                if run.pending or run.durations:
+                    try:
+                        run.flush(finished=False)
+                    except Exception:
+                        log.exception("batch %s: its outcomes could not be written; trying again", run.batch_id)
+            if runs and time.monotonic() - renewed >= renew_every:
+                try:
+                    firings.renew_leases(runs[0].conn, [r.batch_id for r in runs], until=time.time() + lease)
+                    renewed = time.monotonic()
+                except Exception:
+                    log.exception("the leases of %d batch(es) could not be renewed; trying again", len(runs))
+
+    def stop(self) -> None:
+        """SIGTERM (any thread): no new request starts; firings not started go back to the outbox
+        as soon as their batch's requests in flight have ended."""
+        self.runtime.stopping = True
+        if self.thread is not None:
+            self.runtime.loop.call_soon_threadsafe(self._stop)
+
+    def _stop(self) -> None:
+        for run, _ in self.lanes.take_all():
+            run.outstanding -= 1
+            if run.outstanding == 0:
+                self.finish(run)
+
+    def close(self, *, drain: bool) -> None:
+        """End of the worker: with `drain`, wait for every firing held to end (burst mode), else
+        stop (`stop`) and wait for the requests in flight. Then the loop's thread ends."""
+        runtime = self.runtime
+        if self.thread is None:
+            runtime.loop.run_until_complete(self._close(drain))
+            return
+        asyncio.run_coroutine_threadsafe(self._close(drain), runtime.loop).result()
+        runtime.loop.call_soon_threadsafe(runtime.loop.stop)
+        self.thread.join()
+        self.thread = None
+
+    async def _close(self, drain: bool) -> None:
+        if not drain:
+            self.runtime.stopping = True
+            self._stop()
+            await self.lanes.join()
+        waiting = [run.done for run in self.live.values() if run.done is not None]
+        if waiting:
+            await asyncio.gather(*waiting)
+        self.lanes.take_all()  # nothing is left: the idle lanes end
+        await self.lanes.join()
+        if self._keeper is not None:
+            self._keeper.cancel()
+            try:
+                await self._keeper
+            except asyncio.CancelledError:
+                pass
+            self._keeper = None
+
+
+_dispatch: Dispatch | None = None
+
+
+def install_runtime(runtime: DeliveryRuntime | None) -> Dispatch | None:
+    """Called by `scheduler-api worker` (and tests): jobs in this process share `runtime`'s
+    dispatch, which is returned. With None, the installed dispatch is closed (drained) first
+    when its loop has no thread of its own."""
+    global _dispatch
+    if runtime is None:
+        if _dispatch is not None and _dispatch.thread is None:
+            _dispatch.close(drain=True)
+        _dispatch = None
+        return None
+    _dispatch = Dispatch(runtime)
+    return _dispatch
+
+
+def run_batch(batch_id: str) -> Counts:
+    """RQ job: deliver the firings of batch `batch_id`."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("run_batch must run as an RQ job")
+    conn: Redis = job.connection
+    if _dispatch is not None:
+        return _dispatch.deliver(conn, batch_id)
+    runtime = DeliveryRuntime(load_settings())  # plain `rq worker`: one loop and client per job
+    dispatch = Dispatch(runtime)
+    try:
+        return dispatch.deliver(conn, batch_id)
+    finally:
+        dispatch.close(drain=True)
+        runtime.close()
