@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scheduler_api import tracing
 from scheduler_api.errors import SettingsError
 from scheduler_api.settings import DEFAULT_REDIS_URL, Settings, load_settings
 
@@ -76,6 +77,7 @@ def worker(settings: Settings, burst: bool = False) -> None:
     from scheduler_api.storage.connection import connect
 
     setup_logging(settings)
+    tracing.install_from_env("worker")
     tune_gc()
     run_worker(settings, connect(settings.redis_url), burst=burst)
 
@@ -86,6 +88,7 @@ def scheduler(settings: Settings) -> None:
     from scheduler_api.storage.connection import connect
 
     setup_logging(settings)
+    tracing.install_from_env("scheduler")
     TriggerScheduler(settings, connection=connect(settings.redis_url, timeout=10)).run()
 
 

@@ -210,6 +210,10 @@ class Attempt(BaseModel):
         None,
         description="Only when a 429 or 503 carried Retry-After: the seconds the next attempt waited for (capped).",
     )
+    waited_ms: float | None = Field(None, description="Only when a rate limit of the workspace held it back: how long.")
+    queued_ms: float | None = Field(
+        None, description="Only when it waited in the worker behind its workspace's other requests: how long."
+    )
 
 
 class AlertAbout(BaseModel):
@@ -232,6 +236,9 @@ class Delivery(BaseModel):
     reason: str | None = Field(None, description='Why a skipped firing was not sent: "overlap".')
     active_id: str | None = Field(None, description="A skipped firing: the firing of its trigger that was active.")
     replays: int | None = Field(None, description="How many times the firing was replayed (absent: never).")
+    trace_id: str | None = Field(
+        None, description="The firing's W3C trace id, as its requests' traceparent carried it (absent: never sent)."
+    )
     kind: Literal["alert"] | None = Field(None, description="\"alert\" for an alert's record; absent for a trigger's.")
     alert: AlertAbout | None = Field(None, description="An alert's record: what it was about and where it went.")
 

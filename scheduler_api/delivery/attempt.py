@@ -4,10 +4,11 @@ What is sent: the trigger's method and url, its headers, `payload` as a JSON bod
 and PATCH (none for GET and DELETE), plus `User-Agent: scheduler-api/<version>` (in place of the
 trigger's own, if it has one), `X-Scheduler-Workspace`, `X-Scheduler-Trigger` (the jobId),
 `X-Scheduler-Scheduled-At` (ISO 8601 UTC), `X-Scheduler-Attempt` (1 for the first try),
-`Idempotency-Key` (the firing id, the same for every attempt of one firing) and the Standard
+`Idempotency-Key` (the firing id, the same for every attempt of one firing), `traceparent` (W3C
+trace context: the firing's trace id, the attempt's span id; scheduler_api.tracing) and the Standard
 Webhooks signature of the workspace, always: `webhook-id` (= the Idempotency-Key),
-`webhook-timestamp` and `webhook-signature` (scheduler_api.signing; these three, like User-Agent,
-replace any the trigger sets). Redirects are not followed. A replay (scheduler_api.storage.replay)
+`webhook-timestamp` and `webhook-signature` (scheduler_api.signing; these three, like User-Agent
+and traceparent, replace any the trigger sets). Redirects are not followed. A replay (scheduler_api.storage.replay)
 also carries `X-Scheduler-Replay`, its number (1 for the first replay of a firing).
 
 `send` never raises: every failure becomes the returned `Attempt`'s `error` (``timeout``,
@@ -53,7 +54,7 @@ from typing import Any
 
 import httpx
 
-from scheduler_api import __version__, signing
+from scheduler_api import __version__, signing, tracing
 from scheduler_api import cron as cronlib
 from scheduler_api.delivery.http import HEADERS_EXTENSION, TIMEOUT_EXTENSION, DeliveryClient, aiohttp_url
 from scheduler_api.errors import SecretsError
@@ -74,7 +75,7 @@ MIN_REDACTED_LENGTH = 4
 
 USER_AGENT = f"scheduler-api/{__version__}"
 # Header names of the trigger's own that ours replace (lower case).
-OURS = frozenset({"user-agent", "webhook-id", "webhook-timestamp", "webhook-signature"})
+OURS = frozenset({"user-agent", "webhook-id", "webhook-timestamp", "webhook-signature", "traceparent"})
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,9 @@ class SendOptions:
         )
 
 
-def build_request(trigger: StoredTrigger, firing: Firing, options: SendOptions) -> httpx.Request:
+def build_request(
+    trigger: StoredTrigger, firing: Firing, options: SendOptions, span: str | None = None
+) -> httpx.Request:
     """The request of one attempt (see the module docstring for what it carries).
 
     A `User-Agent` or ``webhook-*`` header among the trigger's headers is replaced by ours (one
@@ -108,7 +111,8 @@ def build_request(trigger: StoredTrigger, firing: Firing, options: SendOptions) 
     bug: the batch loads it first); `send` turns that into a failed attempt. The body is given as a
     ready stream, so httpx adds no headers of its own: the transport sets Host and
     Content-Length from the url and the bytes. A trigger's ``timeout_seconds`` travels in the
-    request's extensions (scheduler_api.delivery.http.TIMEOUT_EXTENSION).
+    request's extensions (scheduler_api.delivery.http.TIMEOUT_EXTENSION). `span`: the attempt's
+    span id when tracing exports it (else the one `tracing.span_id` derives).
     """
     has_body = trigger.method in BODY_METHODS and trigger.payload is not None
     content = trigger.payload_json if has_body else b""
@@ -125,6 +129,7 @@ def build_request(trigger: StoredTrigger, firing: Firing, options: SendOptions) 
         ("X-Scheduler-Scheduled-At", cronlib.iso(firing.scheduled_at)),
         ("X-Scheduler-Attempt", str(firing.attempt)),
         ("Idempotency-Key", firing.id),
+        ("traceparent", tracing.traceparent(firing.id, firing.attempt, span)),
     ]
     if firing.replay:
         headers.append(("X-Scheduler-Replay", str(firing.replay)))
@@ -215,8 +220,10 @@ class Attempt:
         return data
 
 
-async def send(client: DeliveryClient, trigger: StoredTrigger, firing: Firing, options: SendOptions) -> Attempt:
-    """Send one attempt; never raises (every failure becomes the Attempt's `error`)."""
+async def send(
+    client: DeliveryClient, trigger: StoredTrigger, firing: Firing, options: SendOptions, span: str | None = None
+) -> Attempt:
+    """Send one attempt; never raises (every failure becomes the Attempt's `error`). `span`: see `build_request`."""
     started = time.time()
     t0 = time.perf_counter()
     policy = trigger.policy
@@ -225,7 +232,7 @@ async def send(client: DeliveryClient, trigger: StoredTrigger, firing: Firing, o
         refused = refused_host(url, options.policy)
         if refused:
             return blocked_attempt(started, 0.0, url, f"{url.host}: {refused}")
-        request = build_request(trigger, firing, options)
+        request = build_request(trigger, firing, options, span)
         response = await client.deliver(request)  # the client's transport bounds the whole exchange
         # The excerpt is all that is read, unless a success.body_contains looks further.
         limit = options.excerpt_bytes

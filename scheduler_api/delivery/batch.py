@@ -47,11 +47,12 @@ import asyncio
 import dataclasses
 import logging
 import time
+from typing import Any
 
 from redis import Redis
 
 from scheduler_api import cron as cronlib
-from scheduler_api import metrics
+from scheduler_api import metrics, tracing
 from scheduler_api.delivery import alerts
 from scheduler_api.delivery.attempt import Attempt, send
 from scheduler_api.delivery.limits import BatchLimits
@@ -92,6 +93,7 @@ class BatchRun:
         self.admitted = time.monotonic()
         self.broken = False  # an error (Redis) stopped the batch: the rest goes back to the outbox
         self.done: asyncio.Future[None] | None = None
+        self.span: Any = None  # its ``batch`` span when tracing is on (scheduler_api.tracing)
         self.pending: list[Outcome] = []  # outcomes not yet written
         self.counts = no_counts()
         self.durations: list[float] = []
@@ -208,7 +210,7 @@ class BatchRun:
         # Parked behind its workspace's other requests (scheduler_api.delivery.lanes): for how long.
         queued = time.monotonic() - self.admitted if self.parked and firing.id in self.parked else 0.0
         if limit is None:
-            attempt = await send(runtime.client(), trigger, firing, runtime.options)
+            attempt = await self.send(firing, trigger)
         else:
             sent = await self.send_limited(firing, trigger, limit)
             if sent is None:
@@ -244,6 +246,24 @@ class BatchRun:
             }  # never header values; in production each is a field of the JSON log line
             log.info(" ".join(["delivery", *(f"{k}={v}" for k, v in fields.items())]), extra=fields)
 
+    async def send(self, firing: Firing, trigger: StoredTrigger) -> Attempt:
+        """One attempt; with tracing on, inside an ``attempt`` span of the firing's trace
+        (scheduler_api.tracing) whose id the request's ``traceparent`` carries."""
+        runtime = self.runtime
+        tracer = tracing.tracer()
+        if tracer is None:
+            return await send(runtime.client(), trigger, firing, runtime.options)
+        attributes = {"workspace": trigger.workspace_id, "trigger": trigger.job_id, "attempt": firing.attempt}
+        context = tracing.firing_context(firing.id)
+        with tracer.start_as_current_span("attempt", context=context, attributes=attributes) as span:
+            span_hex = format(span.get_span_context().span_id, "016x")
+            attempt = await send(runtime.client(), trigger, firing, runtime.options, span_hex)
+            if attempt.status is not None:
+                span.set_attribute("http.response.status_code", attempt.status)
+            if attempt.error is not None:
+                span.set_attribute("error.type", attempt.error)
+            return attempt
+
     async def send_limited(
         self, firing: Firing, trigger: StoredTrigger, limit: RateLimit
     ) -> tuple[Attempt, float] | None:
@@ -259,7 +279,7 @@ class BatchRun:
                 self._reread({firing.job_id})
                 if self.current_trigger(firing) is None:
                     return None
-            attempt = await send(self.runtime.client(), trigger, firing, self.runtime.options)
+            attempt = await self.send(firing, trigger)
         finally:
             self.limits.end_turn(trigger, turn, attempt)
         return attempt, turn.waited

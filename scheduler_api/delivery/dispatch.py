@@ -17,6 +17,7 @@ import time
 from redis import Redis
 
 from scheduler_api import cron as cronlib
+from scheduler_api import tracing
 from scheduler_api.delivery.batch import FLUSH_EVERY_SECONDS, BatchRun, Counts, no_counts
 from scheduler_api.delivery.lanes import FairLanes
 from scheduler_api.delivery.runtime import DeliveryRuntime
@@ -94,6 +95,9 @@ class Dispatch:
         for all of them to end, else until no firing of any batch is left that could start now."""
         run = BatchRun(self.runtime, conn, batch_id, firings.load_batch(conn, batch_id))
         run.done = asyncio.get_running_loop().create_future()
+        tracer = tracing.tracer()
+        if tracer is not None:  # ends when the batch lets go (`finish`)
+            run.span = tracer.start_span("batch", attributes={"batch": batch_id, "firings": len(run.work)})
         self.live[batch_id] = run
         if self._keeper is None:
             self._keeper = asyncio.get_running_loop().create_task(self._keep())
@@ -140,6 +144,9 @@ class Dispatch:
             log.exception("batch %s: its outcomes could not be written", run.batch_id)
         if run.done is not None and not run.done.done():
             run.done.set_result(None)
+        if run.span is not None:
+            run.span.set_attribute("left", run.left)
+            run.span.end()
 
     async def _keep(self) -> None:
         lease = self.runtime.settings.worker_lease_seconds

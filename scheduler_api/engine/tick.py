@@ -36,6 +36,7 @@ from redis import Redis
 from rq import Queue
 
 from scheduler_api import cron as cronlib
+from scheduler_api import tracing
 from scheduler_api.engine.outbox import push_outbox
 from scheduler_api.policy import Policy, jitter_offset, last_run, next_run
 from scheduler_api.settings import Settings
@@ -122,7 +123,19 @@ def plan_entry(
 
 
 def tick(conn: Redis, queue: Queue, settings: Settings, *, now: float | None = None) -> TickResult:
-    """One pass of the move step: recover, fire due triggers and retries, push batches to RQ."""
+    """One pass of the move step: recover, fire due triggers and retries, push batches to RQ
+    (inside a ``tick`` span when tracing is on, scheduler_api.tracing)."""
+    tracer = tracing.tracer()
+    if tracer is None:
+        return _tick(conn, queue, settings, now=now)
+    with tracer.start_as_current_span("tick") as span:
+        result = _tick(conn, queue, settings, now=now)
+        for name in ("fired", "missed", "retried", "pushed", "reaped"):
+            span.set_attribute(name, getattr(result, name))
+        return result
+
+
+def _tick(conn: Redis, queue: Queue, settings: Settings, *, now: float | None) -> TickResult:
     now = time.time() if now is None else now
     retention = firings.Retention.from_settings(settings)
     result = TickResult()

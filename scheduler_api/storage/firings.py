@@ -346,4 +346,4 @@ def load_batch(conn: Redis, batch_id: str) -> list[Firing]:
 def get_record(conn: Redis, firing_id: str) -> dict[str, Any] | None:
     """One firing's record as the API shows it (`Record.to_dict`), or None."""
     raw = conn.hget(keys.records(keys.workspace_of_firing(firing_id)), firing_id)
-    return Record.from_json(raw).to_dict() if raw else None
+    return Record.from_json(raw).to_view() if raw else None

@@ -43,6 +43,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 from redis import Redis
 
+from scheduler_api import tracing
 from scheduler_api.cron import iso
 from scheduler_api.settings import Settings
 from scheduler_api.storage import keys, scripts
@@ -242,6 +243,14 @@ class Record(NamedTuple):
     def to_json(self) -> str:
         return compact_json(self.to_dict())
 
+    def to_view(self) -> dict[str, Any]:
+        """The record as the API shows it: as stored, plus the firing's W3C ``trace_id`` when it
+        was sent (scheduler_api.tracing: computed from the id, so nothing more is stored)."""
+        data = self.to_dict()
+        if self.attempts:
+            data["trace_id"] = tracing.trace_id(self.id)
+        return data
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Record:
         return cls(
@@ -298,7 +307,7 @@ def list_records(
             continue
         if outcome is not None and data["outcome"] != outcome:
             continue
-        out.append(Record.from_dict(data).to_dict())
+        out.append(Record.from_dict(data).to_view())
         if len(out) >= limit:
             break
     return out
