@@ -6,9 +6,8 @@ Every delivery carries ``traceparent: 00-<trace id>-<span id>-01``
 * the **trace id** is the firing's: 16 bytes of BLAKE2b of the firing id, so every attempt,
   retry and replay of one firing shares it, and it needs no storage - a record shows it
   (`trace_id`), computed from its id, so a receiver's logs can be joined to ours;
-* the **span id** is the attempt's: 8 bytes of BLAKE2b of the firing id and the attempt number
-  (a replay's attempts continue the numbering, so each attempt has its own), or, with tracing on,
-  the id of the attempt's exported span.
+* the **span id** is the attempt's: 8 random bytes, or, with tracing on, the id of the attempt's
+  exported span.
 
 With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set (the OpenTelemetry SDK's own variable; the service name
 is ``scheduler-api-<role>`` unless ``OTEL_SERVICE_NAME`` says otherwise), `install_from_env`
@@ -24,6 +23,7 @@ from __future__ import annotations
 
 import os
 from hashlib import blake2b
+from random import getrandbits
 from typing import Any
 
 _tracer: Any = None  # an opentelemetry Tracer once installed; None: tracing is off
@@ -35,14 +35,13 @@ def trace_id(firing_id: str) -> str:
     return digest if digest.strip("0") else "0" * 31 + "1"
 
 
-def span_id(firing_id: str, attempt: int) -> str:
-    """Attempt `attempt` of the firing's W3C span id: 16 lower-case hex digits, never all zeros."""
-    digest = blake2b(f"{firing_id}#{attempt}".encode(), digest_size=8).hexdigest()
-    return digest if digest.strip("0") else "0" * 15 + "1"
+def span_id() -> str:
+    """A new W3C span id: 16 lower-case hex digits, never all zeros."""
+    return f"{getrandbits(64) or 1:016x}"
 
 
-def traceparent(firing_id: str, attempt: int, span: str | None = None) -> str:
-    return f"00-{trace_id(firing_id)}-{span or span_id(firing_id, attempt)}-01"
+def traceparent(firing_id: str, span: str | None = None) -> str:
+    return f"00-{trace_id(firing_id)}-{span or span_id()}-01"
 
 
 def tracer() -> Any:
@@ -80,7 +79,7 @@ def firing_context(firing_id: str) -> Any:
 
     parent = SpanContext(
         trace_id=int(trace_id(firing_id), 16),
-        span_id=int(span_id(firing_id, 0), 16),  # the firing itself: attempt 0
+        span_id=int(blake2b(firing_id.encode(), digest_size=8).hexdigest(), 16) or 1,  # the firing itself
         is_remote=True,
         trace_flags=TraceFlags(TraceFlags.SAMPLED),
     )

@@ -112,7 +112,7 @@ def build_request(
     ready stream, so httpx adds no headers of its own: the transport sets Host and
     Content-Length from the url and the bytes. A trigger's ``timeout_seconds`` travels in the
     request's extensions (scheduler_api.delivery.http.TIMEOUT_EXTENSION). `span`: the attempt's
-    span id when tracing exports it (else the one `tracing.span_id` derives).
+    span id when tracing exports it (else a random one, `tracing.span_id`).
     """
     has_body = trigger.method in BODY_METHODS and trigger.payload is not None
     content = trigger.payload_json if has_body else b""
@@ -129,7 +129,7 @@ def build_request(
         ("X-Scheduler-Scheduled-At", cronlib.iso(firing.scheduled_at)),
         ("X-Scheduler-Attempt", str(firing.attempt)),
         ("Idempotency-Key", firing.id),
-        ("traceparent", tracing.traceparent(firing.id, firing.attempt, span)),
+        ("traceparent", tracing.traceparent(firing.id, span)),
     ]
     if firing.replay:
         headers.append(("X-Scheduler-Replay", str(firing.replay)))

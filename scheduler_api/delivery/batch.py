@@ -30,8 +30,9 @@ Rules of the batch:
   returns once its firings are running or parked, and the worker takes its next batch; the batch
   keeps its lease until its last firing has ended (scheduler_api.delivery.dispatch). A workspace
   with `WAITING_PER_LANE` x `WORKER_CONCURRENCY` firings already waiting in the worker has the rest
-  of the batch's firings left in the batch, which goes back to the outbox `DEFER_SECONDS` after its
-  other firings end;
+  of the batch's firings left in the batch, which goes back to the outbox when its other firings
+  have ended, to be pushed again as much later as the oldest of them is late already (1-60 s:
+  a burst's firings come back at once, a slow tenant's backlog once a minute);
   a parked firing's attempt records how long it waited (``queued_ms``);
 * outcomes are written every `FLUSH_EVERY_SECONDS` and when the batch ends. A worker that dies
   mid-batch stops renewing its lease; the scheduler then hands the firings without an outcome
@@ -89,6 +90,8 @@ class BatchRun:
         self.unstarted: dict[str, Firing] = {f.id: f for f in firings_}  # not started (nor dropped) yet
         self.outstanding = 0  # firings in the lanes: waiting or running
         self.left = 0  # firings left in the batch for later: their workspace had too many waiting
+        self.left_oldest = float("inf")  # the earliest due time among them
+        self.started_all: asyncio.Future[None] | None = None  # set when no firing is left unstarted
         self.parked: set[str] = set()  # firings that waited behind their workspace's cap
         self.admitted = time.monotonic()
         self.broken = False  # an error (Redis) stopped the batch: the rest goes back to the outbox

@@ -28,7 +28,10 @@ from scheduler_api.storage.firings import Firing, LeaseClaim
 log = logging.getLogger("scheduler_api.delivery")
 
 WAITING_PER_LANE = 100  # firings of one workspace waiting in a worker, per lane it may use
-DEFER_SECONDS = 30.0  # beyond that, they wait in the outbox this long
+# Beyond that, they wait in the outbox as long as the oldest of them is late already, within these bounds.
+DEFER_MIN_SECONDS = 1.0
+DEFER_MAX_SECONDS = 60.0
+PARK_SECONDS = 0.25  # how long a job waits for its parked firings to start before it returns
 
 Item = tuple[BatchRun, Firing]
 
@@ -57,7 +60,7 @@ class Dispatch:
             self._run, lanes=settings.max_in_flight, per_workspace=settings.worker_concurrency
         )
         # Firings one workspace may have waiting in this worker; the rest of a batch's firings of
-        # that workspace stay in the batch, pushed again after `DEFER_SECONDS`.
+        # that workspace stay in the batch, pushed again later (`finish`).
         self.most_waiting = WAITING_PER_LANE * self.lanes.per_workspace
         self.live: dict[str, BatchRun] = {}
         self.thread: threading.Thread | None = None
@@ -92,7 +95,11 @@ class Dispatch:
 
     async def admit(self, conn: Redis, batch_id: str, *, wait_all: bool) -> Counts:
         """Read the batch and queue its firings, each behind its workspace's; with `wait_all` wait
-        for all of them to end, else until no firing of any batch is left that could start now."""
+        for all of them to end. Else wait until no firing of any batch is left that could start now,
+        and for the batch's parked firings to start, at most `PARK_SECONDS` after it came: a burst
+        of one workspace is taken batch after batch as it drains (and other workers take the
+        next batches meanwhile), while a workspace whose firings stay parked (its targets are slow)
+        holds the queue for no longer than that."""
         run = BatchRun(self.runtime, conn, batch_id, firings.load_batch(conn, batch_id))
         run.done = asyncio.get_running_loop().create_future()
         tracer = tracing.tracer()
@@ -106,6 +113,7 @@ class Dispatch:
             workspace = keys.workspace_of_firing(firing.id)
             if lanes.stopping or lanes.waiting(workspace) >= most:
                 run.left += 1
+                run.left_oldest = min(run.left_oldest, firing.due_at)
                 continue
             run.outstanding += 1
             if not lanes.put(workspace, (run, firing)):
@@ -114,8 +122,12 @@ class Dispatch:
             self.finish(run)
         if wait_all:
             await run.done
-        else:
-            await lanes.wait_runnable()
+            return run.counts
+        await lanes.wait_runnable()
+        wait = run.admitted + PARK_SECONDS - time.monotonic()
+        if run.parked and run.unstarted and wait > 0 and not run.done.done():
+            run.started_all = asyncio.get_running_loop().create_future()
+            await asyncio.wait((run.started_all, run.done), timeout=wait)
         return run.counts
 
     async def _run(self, item: Item) -> None:
@@ -128,6 +140,8 @@ class Dispatch:
             run.broken = True
         finally:
             run.outstanding -= 1
+            if run.started_all is not None and not run.unstarted and not run.started_all.done():
+                run.started_all.set_result(None)
             if run.outstanding == 0:
                 self.finish(run)
 
@@ -136,7 +150,8 @@ class Dispatch:
         self.live.pop(run.batch_id, None)
         back_at = None
         if run.left and not self.runtime.stopping and not run.broken:
-            back_at = time.time() + DEFER_SECONDS
+            now = time.time()
+            back_at = now + min(max(now - run.left_oldest, DEFER_MIN_SECONDS), DEFER_MAX_SECONDS)
             log.info("batch %s: %d firing(s) wait in the outbox until %s", run.batch_id, run.left, cronlib.iso(back_at))
         try:
             run.flush(finished=True, back_at=back_at)
