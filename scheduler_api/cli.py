@@ -23,16 +23,31 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler_api import tracing
 from scheduler_api.errors import SettingsError
 from scheduler_api.settings import DEFAULT_REDIS_URL, Settings, load_settings
 
+if TYPE_CHECKING:
+    from scheduler_api.health import HealthServer, Liveness
+
 
 def _settings() -> Settings:
     try:
         return load_settings()
+    except SettingsError as e:
+        print(f"scheduler-api: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _serve_health(settings: Settings) -> tuple[Liveness | None, HealthServer | None]:
+    """`GET /health` on `HEALTH_PORT` for a worker or a scheduler (scheduler_api.health); a port
+    that cannot be bound stops the command (exit code 2)."""
+    from scheduler_api.health import serve_health
+
+    try:
+        return serve_health(settings)
     except SettingsError as e:
         print(f"scheduler-api: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -78,8 +93,13 @@ def worker(settings: Settings, burst: bool = False) -> None:
 
     setup_logging(settings)
     tracing.install_from_env("worker")
+    liveness, health = _serve_health(settings)
     tune_gc()
-    run_worker(settings, connect(settings.redis_url), burst=burst)
+    try:
+        run_worker(settings, connect(settings.redis_url), burst=burst, liveness=liveness)
+    finally:
+        if health is not None:
+            health.close()
 
 
 def scheduler(settings: Settings) -> None:
@@ -89,7 +109,12 @@ def scheduler(settings: Settings) -> None:
 
     setup_logging(settings)
     tracing.install_from_env("scheduler")
-    TriggerScheduler(settings, connection=connect(settings.redis_url, timeout=10)).run()
+    liveness, health = _serve_health(settings)
+    try:
+        TriggerScheduler(settings, connection=connect(settings.redis_url, timeout=10), liveness=liveness).run()
+    finally:
+        if health is not None:
+            health.close()
 
 
 def rotate_secrets(settings: Settings) -> int:
@@ -126,6 +151,7 @@ def dev(settings: Settings, *, data_dir: Path, embedded: bool) -> int:
 
     env = dict(os.environ, REDIS_URL=redis_url)
     env.setdefault("HOST", "127.0.0.1")
+    env["HEALTH_PORT"] = "0"  # the scheduler and the worker would both take it
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -142,7 +168,8 @@ def dev(settings: Settings, *, data_dir: Path, embedded: bool) -> int:
         host = "127.0.0.1" if env["HOST"] in ("0.0.0.0", "::") else env["HOST"]
         print(
             f"scheduler-api dev: API on http://{host}:{settings.port}  "
-            f"docs on http://{host}:{settings.port}/docs  (Ctrl-C stops everything)",
+            f"docs on http://{host}:{settings.port}/docs  dashboard on http://{host}:{settings.port}/ui  "
+            "(Ctrl-C stops everything)",
             flush=True,
         )
         while not stopping:

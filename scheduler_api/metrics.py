@@ -25,11 +25,11 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from redis.client import Pipeline
 
-from scheduler_api.storage import keys
+from scheduler_api.storage import keys, series
 from scheduler_api.storage.counters import Counter
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-LATENESS_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+LATENESS_BUCKETS = series.LATENESS_BUCKETS  # the dashboard's per-minute histogram uses them too
 TICK_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 HISTOGRAMS = {

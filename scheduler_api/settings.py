@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     # An idle worker or scheduler parses the triggers due within this many seconds ahead of time
     # (scheduler_api.storage.prefetch); 0 turns it off.
     prefetch_seconds: float = Field(10.0, ge=0, le=300)
+    # `scheduler-api worker` and `scheduler` serve GET /health on HOST:HEALTH_PORT (scheduler_api.health),
+    # the liveness probe; 0 (the default): no server.
+    health_port: int = Field(0, ge=0, le=65535)
+    # /health answers 503 once a loop of the process has not gone round for this long: longer than a
+    # scheduler's Redis command may wait (10 s) and rq's pause between reconnects (10 s).
+    health_stale_seconds: float = Field(60.0, ge=10, le=3600)
 
     completed_keep_seconds: int = Field(86_400, ge=0)
     completed_keep_count: int = Field(100, ge=0)

@@ -9,7 +9,7 @@ from its own wing or layer:
   beside them    metrics (counts in Redis: imports storage, is imported only by the wings)
   storage        storage/
   shared         triggers, cron, cron_syntax, ssrf, signing, auth, header_crypto, embedded_redis,
-                 schedule_warnings
+                 schedule_warnings, tracing, health
   base           errors, settings, logs, and the package root (its __version__)
 
 Imports inside functions count too (cli.py imports lazily).
@@ -49,6 +49,8 @@ LAYERS: dict[str, int] = {
     "header_crypto": 1,
     "embedded_redis": 1,
     "schedule_warnings": 1,
+    "tracing": 1,  # W3C trace context and OpenTelemetry spans (no Redis)
+    "health": 1,  # the liveness endpoint of the worker and the scheduler (no Redis)
     "errors": 0,
     "settings": 0,
     "logs": 0,

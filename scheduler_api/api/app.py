@@ -13,20 +13,21 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from fastapi.security import HTTPBearer
-from redis import Redis
+from redis import Redis, RedisError
 
 from scheduler_api import __version__
+from scheduler_api.api.docs import install_docs
 from scheduler_api.api.errors import install_handlers
 from scheduler_api.api.middleware import ApiKeyCheck, BodySizeLimit, HeadAsGet
 from scheduler_api.api.routes import cron, deliveries, health, triggers, workspaces
 from scheduler_api.api.routes import settings as settings_routes
 from scheduler_api.api.routes import signing as signing_routes
 from scheduler_api.auth import parse_api_keys
-from scheduler_api.errors import SettingsError
+from scheduler_api.errors import SettingsError, StoreUnavailable
 from scheduler_api.header_crypto import HeaderCipher
 from scheduler_api.settings import Settings
 from scheduler_api.ssrf import TargetPolicy
-from scheduler_api.storage import connection
+from scheduler_api.storage import connection, workspace_index
 
 log = logging.getLogger("scheduler_api.api")
 
@@ -38,6 +39,10 @@ def create_app(settings: Settings, *, redis_client: Redis | None = None) -> Fast
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = redis_client is None
         app.state.redis = redis_client or connection.connect(settings.redis_url, timeout=settings.redis_timeout_seconds)
+        try:
+            workspace_index.backfill(app.state.redis)  # when the index is absent (README "Architecture")
+        except (StoreUnavailable, RedisError) as e:  # the API starts anyway; the list is then incomplete
+            log.warning("workspace index: backfill failed (tried again at the next start): %s", e)
         try:
             yield
         finally:
@@ -51,6 +56,9 @@ def create_app(settings: Settings, *, redis_client: Redis | None = None) -> Fast
         lifespan=lifespan,
         # A trailing slash is a 404: Starlette's redirect would send the client to its own Host header.
         redirect_slashes=False,
+        # /docs and /redoc are served with local assets by install_docs (no CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.api_keys = parse_api_keys(settings.api_keys)
@@ -68,6 +76,7 @@ def create_app(settings: Settings, *, redis_client: Redis | None = None) -> Fast
         app.include_router(resource.router, dependencies=documented_key)
     app.include_router(signing_routes.router, dependencies=documented_key)
     app.include_router(settings_routes.router, dependencies=documented_key)
+    install_docs(app)
     install_handlers(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(ApiKeyCheck, keys=app.state.api_keys)

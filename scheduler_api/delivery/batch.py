@@ -61,7 +61,7 @@ from scheduler_api.delivery.retry import classify
 from scheduler_api.delivery.runtime import DeliveryRuntime
 from scheduler_api.errors import SecretsError
 from scheduler_api.header_crypto import open_headers
-from scheduler_api.storage import firings, keys
+from scheduler_api.storage import firings, keys, series
 from scheduler_api.storage.firings import Firing, Outcome
 from scheduler_api.storage.triggers import StoredTrigger, load_definitions, paused_among
 from scheduler_api.storage.workspace_settings import RateLimit
@@ -149,6 +149,7 @@ class BatchRun:
             pipe = self.conn.pipeline(transaction=False)
             metrics.observe(pipe, "delivery_duration_seconds", self.durations)
             metrics.observe(pipe, "lateness_seconds", self.lateness)
+            series.observe_lateness(pipe, self.lateness, now=now)  # the dashboard's per-minute p50/p99
             self.durations, self.lateness = [], []
             pipe.execute()
 

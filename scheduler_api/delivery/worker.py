@@ -9,7 +9,9 @@ batch's firings are running or parked, so the next batch is taken while slow req
 
 Failure rule: when rq's loop quits on an error outside a job (Redis unreachable for longer than the
 connection's retries, e.g. a slow failover), the loop is started again after `RESTART_AFTER_SECONDS`
-with a fresh registration; the process only ends on a signal (or in burst mode).
+with a fresh registration; the process only ends on a signal (or in burst mode). With `HEALTH_PORT`
+set, rq's loop and the event loop stamp their liveness (scheduler_api.health), and an idle rq loop
+goes round every `IDLE_DEQUEUE_SECONDS`.
 
 Shutdown: on the first SIGTERM/SIGINT the worker takes no new job and no batch starts a new
 request; requests in flight finish (each within its timeout), their outcomes are written and the
@@ -37,6 +39,7 @@ from rq import Queue, SimpleWorker
 from scheduler_api.delivery.changes import ChangeWatch
 from scheduler_api.delivery.dispatch import Dispatch, install_runtime
 from scheduler_api.delivery.runtime import DeliveryRuntime
+from scheduler_api.health import Liveness, beat_on_loop
 from scheduler_api.settings import Settings
 from scheduler_api.storage.prefetch import Prefetcher, run_in_thread
 
@@ -44,6 +47,12 @@ log = logging.getLogger("scheduler_api.worker")
 
 PREFETCH_EVERY_SECONDS = 1.0
 RESTART_AFTER_SECONDS = 1.0  # pause before rq's loop is started again after it quit on an error
+# With liveness on (HEALTH_PORT), an idle rq loop waits at most this long for a job, then goes round
+# (heartbeat) - rq's own wait is its worker TTL - 15 s (405 s), too long to tell idle from stuck.
+IDLE_DEQUEUE_SECONDS = 5
+# rq's pause between attempts while Redis is unreachable doubles up to this (rq's own: 60 s, longer
+# than a loop may stay silent before the liveness check fails, HEALTH_STALE_SECONDS).
+RECONNECT_MAX_SECONDS = 10.0
 GC_THRESHOLD = 50_000  # allocations between young-generation collections (Python's default: 700)
 
 
@@ -64,6 +73,21 @@ class DeliveryWorker(SimpleWorker):
     runtime: DeliveryRuntime | None = None
 
     dispatch: Dispatch | None = None
+
+    liveness: Liveness | None = None  # stamped "rq" on every round of rq's loop (scheduler_api.health)
+
+    max_connection_wait_time = RECONNECT_MAX_SECONDS
+
+    @property
+    def dequeue_timeout(self) -> int:
+        return IDLE_DEQUEUE_SECONDS if self.liveness is not None else super().dequeue_timeout
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """rq's heartbeat, before each wait for a job and after each job; the liveness stamp comes
+        first, so a loop retrying an unreachable Redis still counts as going round."""
+        if self.liveness is not None:
+            self.liveness.beat("rq")
+        super().heartbeat(timeout, pipeline)
 
     def handle_warm_shutdown_request(self) -> None:
         if self.dispatch is not None:
@@ -92,19 +116,29 @@ class DeliveryWorker(SimpleWorker):
 
 
 def run_worker(
-    settings: Settings, conn: Redis, *, burst: bool = False, resolver: Any = None, **work_kwargs: Any
+    settings: Settings,
+    conn: Redis,
+    *,
+    burst: bool = False,
+    resolver: Any = None,
+    liveness: Liveness | None = None,
+    **work_kwargs: Any,
 ) -> bool:
     """Run a `DeliveryWorker` on the service's queue until stopped (or, with `burst`, until empty).
 
     `resolver`: an aiohttp resolver asked instead of the system's DNS (tests); the SSRF guard wraps it.
+    `liveness`: stamped by rq's loop ("rq") and from inside the event loop ("delivery-loop").
     """
     runtime = DeliveryRuntime(settings, resolver=resolver)
     dispatch = install_runtime(runtime)
     assert dispatch is not None
     runtime.client()  # import and build the HTTP client now, not in the first firing's time
     dispatch.start()
+    if liveness is not None:
+        liveness.beat("rq")
+        beat_on_loop(runtime.loop, liveness, "delivery-loop")
     worker = DeliveryWorker([Queue(settings.queue_name, connection=conn)], connection=conn)
-    worker.runtime, worker.dispatch = runtime, dispatch
+    worker.runtime, worker.dispatch, worker.liveness = runtime, dispatch, liveness
     runtime.changes = ChangeWatch(conn).start()  # replaces and deletes, as the API publishes them
     stop = threading.Event()
     if not burst and settings.prefetch_seconds > 0:  # idle between jobs: parse what is due soon
@@ -126,8 +160,10 @@ def run_worker(
             if runtime.stopping:
                 return worked
             worker = DeliveryWorker([Queue(settings.queue_name, connection=conn)], connection=conn)
-            worker.runtime, worker.dispatch = runtime, dispatch
+            worker.runtime, worker.dispatch, worker.liveness = runtime, dispatch, liveness
     finally:
+        if liveness is not None:  # the loops end on purpose while requests in flight finish
+            liveness.stop()
         stop.set()
         # Burst mode delivers everything it took; otherwise (a signal) what was not started goes back.
         dispatch.close(drain=burst and not runtime.stopping)

@@ -16,7 +16,8 @@ set of jobIds scored by their next run time).
 Failure rules: any error in a tick (Redis unreachable, Redis refusing writes, a bug) is logged
 and the tick is retried on the next poll; registration, heartbeat and metrics errors are logged;
 the process stays up (crash-looping would stop every workspace's firings, not one). SIGTERM or
-SIGINT stops the loop after the tick in progress.
+SIGINT stops the loop after the tick in progress. With `HEALTH_PORT` set, the loop stamps its
+liveness every round and while it sleeps (scheduler_api.health).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from rq_scheduler import Scheduler
 from scheduler_api import metrics
 from scheduler_api.engine.retention import RETENTION_SWEEP_SECONDS, sweep_step
 from scheduler_api.engine.tick import TickResult, tick
+from scheduler_api.health import Liveness
 from scheduler_api.settings import Settings
-from scheduler_api.storage import keys
+from scheduler_api.storage import keys, processes
 from scheduler_api.storage.prefetch import Prefetcher
 
 log = logging.getLogger("scheduler_api.scheduler")
@@ -47,12 +49,22 @@ PREFETCH_MARGIN_SECONDS = 0.05  # a prefetch pass stops this long before the nex
 
 class Registration(Scheduler):  # type: ignore[misc]
     """rq-scheduler's registration of a scheduler instance (`register_birth`, `heartbeat`,
-    `register_death`) under our key prefix. Only the key names differ from rq-scheduler's."""
+    `register_death`) under our key prefix. The key names differ from rq-scheduler's, and each birth
+    and heartbeat is also noted in ``sa:schedulers`` (storage.processes: the dashboard lists the
+    schedulers from it, rq-scheduler keeps no list)."""
 
-    redis_scheduler_namespace_prefix = keys.PREFIX + "scheduler_instance:"
+    redis_scheduler_namespace_prefix = keys.SCHEDULER_INSTANCE_PREFIX
     scheduler_key = keys.PREFIX + "scheduler"
     scheduler_lock_key = keys.PREFIX + "scheduler_lock"
     scheduled_jobs_key = keys.SCHEDULE
+
+    def register_birth(self) -> None:
+        super().register_birth()
+        processes.scheduler_seen(self.connection, self.name, now=time.time(), birth=True)
+
+    def heartbeat(self) -> None:
+        super().heartbeat()
+        processes.scheduler_seen(self.connection, self.name, now=time.time())
 
 
 def next_tick_at(now: float, interval: float) -> float:
@@ -64,8 +76,16 @@ class TriggerScheduler:
     """The scheduler process's loop (module docstring); `run()` until a signal, `enqueue_jobs()`
     for one tick."""
 
-    def __init__(self, settings: Settings, *, connection: Redis, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        connection: Redis,
+        clock: Callable[[], float] = time.time,
+        liveness: Liveness | None = None,
+    ):
         self.settings = settings
+        self.liveness = liveness  # stamped every round of the loop and while it sleeps (scheduler_api.health)
         self.connection = connection
         self.clock = clock
         self.interval = settings.scheduler_interval_seconds
@@ -127,6 +147,10 @@ class TriggerScheduler:
         if self.sweep_cursor == 0:
             self.next_sweep = now + RETENTION_SWEEP_SECONDS
 
+    def _beat(self) -> None:
+        if self.liveness is not None:
+            self.liveness.beat("scheduler")
+
     def _install_signal_handlers(self) -> None:
         def stop(signum: int, frame: Any) -> None:
             log.info("scheduler: signal %d, stopping after this tick", signum)
@@ -144,6 +168,7 @@ class TriggerScheduler:
         self._install_signal_handlers()
         try:
             while not self.stopping:
+                self._beat()
                 try:
                     self.registration.heartbeat()
                 except redis.RedisError as e:
@@ -157,8 +182,11 @@ class TriggerScheduler:
                 wake = self.next_tick = next_tick_at(self.clock(), self.interval)
                 self.prefetcher.run_once(self.clock())
                 while not self.stopping and (remaining := wake - self.clock()) > 0:
+                    self._beat()
                     time.sleep(min(remaining, 0.1))
         finally:
+            if self.liveness is not None:
+                self.liveness.stop()
             try:
                 self.registration.register_death()
             except redis.RedisError:  # unreachable, or refusing writes (OOM, READONLY)

@@ -53,7 +53,7 @@ from typing import Any, NamedTuple
 
 from redis import Redis
 
-from scheduler_api.storage import keys, scripts, workspace_settings
+from scheduler_api.storage import keys, scripts, series, workspace_settings
 from scheduler_api.storage.counters import Counter
 from scheduler_api.storage.history import OutcomeKind, Record
 from scheduler_api.storage.history import Retention as Retention  # its home until it moved
@@ -183,6 +183,7 @@ def commit_due(
         keys.OUTBOX,
         keys.METRICS,
         keys.RETRY_DATA,
+        series.record_keys(now)[0],
         *map(keys.batch, batches.values()),
         *groups,
     ]
@@ -314,7 +315,7 @@ def record(
     """
     release_id = uuid.uuid4().hex  # the new batch of a waiting firing (unused when none is let go)
     script_keys = [keys.batch(batch_id), keys.RETRIES, keys.RETRY_DATA, keys.LEASES, keys.OUTBOX, keys.METRICS]
-    script_keys.append(keys.batch(release_id))
+    script_keys += (keys.batch(release_id), *series.record_keys(now))
     slots: dict[str, int] = {}  # workspace id -> its key group's number in the script (lua/trim.lua)
     back = repr(back_at if back_at is not None else now) if finished else "0"
     args: list[Any] = [batch_id, repr(now), *retention.args(), back, release_id, len(outcomes)]
@@ -335,7 +336,7 @@ def record(
             repr(o.scheduled_at),
             keys.split_job_id(o.firing_id.partition("@")[0])[1] if lets_go else "",
         ]
-    script_keys[7:7] = [k for ws in slots for k in workspace_settings.record_keys(ws)]  # failure alerts
+    script_keys[9:9] = [k for ws in slots for k in workspace_settings.record_keys(ws)]  # failure alerts
     return int(scripts.run(conn, "record", script_keys, args))
 
 

@@ -46,6 +46,15 @@ Firings (written by the scheduler and the workers):
 Changes (pub/sub channel, scheduler_api.delivery.changes):
   ``sa:changed``             one message per replace or delete, the workspace's jobId prefix
 
+Dashboard reads (scheduler_api.storage.workspace_index, .series, .processes):
+  ``sa:workspaces``          sorted set of the workspace ids that have triggers, score 0 (lex order),
+                             kept by ``write.lua`` (backfilled at the API's start when absent)
+  ``sa:series:{minute}``     hash per minute (its unix start): outcome kind -> count, ``l:{le}`` ->
+                             lateness bucket count; expires a day after its minute
+  ``sa:wsday:{hour}``        hash per hour (its unix start): ``{ws}:d`` / ``{ws}:f`` -> the
+                             workspace's delivered / failed (or blocked) outcomes; expires after 25 h
+  ``sa:schedulers``          sorted set: scheduler name -> its last heartbeat (engine.scheduler)
+
 Metrics (scheduler_api.metrics):
   ``sa:metrics``             hash of counters (names: scheduler_api.storage.counters);
                              ``sa:metrics:{histogram}`` hash of bucket counts
@@ -85,6 +94,17 @@ METRICS = PREFIX + "metrics"
 PAUSED = PREFIX + "paused"
 WORKSPACE_PREFIX = PREFIX + "ws:"
 BATCH_PREFIX = PREFIX + "batch:"
+WORKSPACES = PREFIX + "workspaces"
+SCHEDULERS = PREFIX + "schedulers"
+SCHEDULER_INSTANCE_PREFIX = PREFIX + "scheduler_instance:"  # rq-scheduler's registration key of one scheduler
+
+
+def series_minute(minute_start: int) -> str:
+    return f"{PREFIX}series:{minute_start}"
+
+
+def workspace_day(hour_start: int) -> str:
+    return f"{PREFIX}wsday:{hour_start}"
 
 
 def workspace(workspace_id: str) -> str:

@@ -13,7 +13,7 @@ Two kinds (the API's rules and settings: scheduler_api.api.quotas):
   step, so two replicas cannot both take the last place); after the write, whatever its outcome,
   `sync` sets the entry of every scope covering the workspace to the stored count
   (``lua/quota_sync.lua``), which gives back the room of a write that did not happen. A scope's
-  counts are built from the stored workspaces (a SCAN) the first time a write of it is checked,
+  counts are built from the stored workspaces (the workspace index) the first time a write of it is checked,
   so keys added to API_KEYS later, and workspaces written before quotas existed, are counted. A
   dry run only checks (it writes nothing, so before a scope's first real write it checks nothing).
 
@@ -30,11 +30,10 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from scheduler_api.storage import keys, scripts
+from scheduler_api.storage import keys, scripts, workspace_index
 from scheduler_api.storage.redis_util import redis_errors
 
 MINUTE_MS = 60_000
-_SCAN_COUNT = 1000
 
 
 def take(conn: Redis, kind: str, workspace_id: str, *, limit: int, window_ms: int = MINUTE_MS) -> float | None:
@@ -97,12 +96,9 @@ def sync(conn: Redis, workspace_id: str, scopes: Sequence[str], *, only_new: boo
 
 
 def build(conn: Redis, scope: str) -> None:
-    """Count every stored workspace of `scope` (SCAN of ``sa:ws:*``), then mark the scope built."""
+    """Count every stored workspace of `scope` (from the workspace index), then mark the scope built."""
     if scope == "*" or scope.endswith("*"):
-        # Workspace ids are A-Z a-z 0-9 _ . -: no glob character to escape in a prefix.
-        with redis_errors():
-            found = [k for k in conn.scan_iter(match=keys.workspace(scope), count=_SCAN_COUNT)]
-        workspace_ids = [_text(k).removeprefix(keys.WORKSPACE_PREFIX) for k in found]
+        workspace_ids = workspace_index.scope_ids(conn, scope)
     else:
         workspace_ids = [scope]
     for workspace_id in workspace_ids:

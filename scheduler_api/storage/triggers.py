@@ -261,6 +261,7 @@ def write(
                 keys.PAUSED,
                 keys.etag(workspace_id),
                 keys.state(workspace_id),
+                keys.WORKSPACES,
             ],
             args,
         )

@@ -390,6 +390,36 @@ def test_api_probes_hit_the_real_endpoints_on_the_configured_port(monkeypatch: p
     assert c["readinessProbe"].get("timeoutSeconds", 1) > redis_timeout
 
 
+def test_every_deployment_has_a_liveness_probe() -> None:
+    for dep in resources("Deployment"):
+        for c in dep["spec"]["template"]["spec"]["containers"]:
+            assert "livenessProbe" in c, f"{dep['metadata']['name']}/{c['name']} has no liveness probe"
+
+
+def test_worker_and_scheduler_probes_hit_health_on_health_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Their /health (scheduler_api.health) is served on HEALTH_PORT, which the ConfigMap sets (it is off
+    by default); every probe of theirs asks it, on a declared container port, and one slow answer
+    never restarts a pod."""
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in configmap_data().items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(_env_file=None)
+    assert settings.health_port, "HEALTH_PORT is not set in the ConfigMap: the processes serve no /health"
+    assert settings.health_port != settings.port
+    for role in ("worker", "scheduler"):
+        (c,) = app_deployments()[role]["spec"]["template"]["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert settings.health_port in ports.values(), f"{role}: HEALTH_PORT is not a declared containerPort"
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            get = c[kind]["httpGet"]
+            port = ports[get["port"]] if isinstance(get["port"], str) else get["port"]
+            assert (get["path"], port) == ("/health", settings.health_port), f"{role} {kind}"
+        live = c["livenessProbe"]
+        assert live.get("timeoutSeconds", 1) >= 2, f"{role}: a busy process answers within seconds, not one"
+        assert live.get("failureThreshold", 3) >= 2, f"{role}: one slow answer must not restart it"
+
+
 def test_grace_periods_outlast_a_delivery() -> None:
     timeout = delivery_timeout()
     for role, dep in app_deployments().items():
@@ -618,9 +648,9 @@ def health_server() -> Iterator[int]:
         server.server_close()
 
 
-def run_check(argv: list[str], port: int) -> int:
+def run_check(argv: list[str], port: int, *, variable: str = "PORT") -> int:
     assert argv[0] == "python"
-    env = {**os.environ, "PORT": str(port)}
+    env = {**os.environ, variable: str(port)}
     return subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, timeout=20).returncode
 
 
@@ -718,9 +748,10 @@ def test_compose_stack_settings_and_wiring() -> None:
         assert grace.endswith("s") and float(grace[:-1]) > timeout
         assert svc.get("read_only") is True and "ALL" in svc.get("cap_drop", [])
     assert "3000:3000" in services["api"]["ports"]
-    # The image's HEALTHCHECK probes the API; the processes without HTTP turn it off.
+    # The image's HEALTHCHECK probes the API's PORT; the scheduler and the worker probe HEALTH_PORT.
     for name in ("scheduler", "worker"):
-        assert services[name]["healthcheck"] == {"disable": True}
+        assert services[name]["environment"]["HEALTH_PORT"]
+        assert "HEALTH_PORT" in " ".join(services[name]["healthcheck"]["test"])
 
 
 def test_compose_api_healthcheck_probes_health_on_port() -> None:
@@ -729,6 +760,15 @@ def test_compose_api_healthcheck_probes_health_on_port() -> None:
     with health_server() as port:
         assert run_check(test[1:], port) == 0
     assert run_check(test[1:], port) != 0
+
+
+def test_compose_scheduler_and_worker_healthchecks_probe_health_on_health_port() -> None:
+    for name in ("scheduler", "worker"):
+        test = compose()["services"][name]["healthcheck"]["test"]
+        assert test[0] == "CMD"
+        with health_server() as port:
+            assert run_check(test[1:], port, variable="HEALTH_PORT") == 0, name
+        assert run_check(test[1:], port, variable="HEALTH_PORT") != 0, name
 
 
 @cache

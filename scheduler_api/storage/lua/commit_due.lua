@@ -9,8 +9,10 @@
 -- KEYS[2] outbox        sorted set sa:outbox: batch id -> when to push it
 -- KEYS[3] metrics       hash sa:metrics
 -- KEYS[4] retry data    hash sa:retry-data: firing id -> firing JSON of its next attempt
--- KEYS[5..4+b] batches  hash sa:batch:{batch id}: firing id -> firing JSON, one per send time
--- KEYS[5+b..] per workspace of the entries, 6 each: definitions, records, history, done, failed,
+-- KEYS[5] series        hash sa:series:{minute}: missed and skipped firings this minute
+--                       (scheduler_api.storage.series; expires 86460 s after its last write)
+-- KEYS[6..5+b] batches  hash sa:batch:{batch id}: firing id -> firing JSON, one per send time
+-- KEYS[6+b..] per workspace of the entries, 6 each: definitions, records, history, done, failed,
 --         state (sa:state:{id}: trigger id -> active firing id, id+ -> waiting firing JSON,
 --         id# -> firings counted toward max_firings)
 -- ARGV[1] now
@@ -29,6 +31,7 @@ local schedule_key = KEYS[1]
 local outbox_key = KEYS[2]
 local metrics_key = KEYS[3]
 local retry_data_key = KEYS[4]
+local series_key = KEYS[5]
 local now = tonumber(ARGV[1])
 local batch_count = tonumber(ARGV[6])
 
@@ -36,9 +39,9 @@ local batch_count = tonumber(ARGV[6])
 
 local batches = {}
 for b = 1, batch_count do
-  batches[b] = {key = KEYS[4 + b], id = ARGV[5 + b * 2], push_at = ARGV[6 + b * 2], size = 0}
+  batches[b] = {key = KEYS[5 + b], id = ARGV[5 + b * 2], push_at = ARGV[6 + b * 2], size = 0}
 end
-local workspaces = workspace_groups(5 + batch_count, true, true)
+local workspaces = workspace_groups(6 + batch_count, true, true)
 local keep = retention_at(2)
 local won, missed, skipped = 0, 0, 0
 local touched = {}
@@ -145,5 +148,8 @@ end
 if won > 0 then redis.call('HINCRBY', metrics_key, {{Counter.ENQUEUED}}, won) end
 if missed > 0 then redis.call('HINCRBY', metrics_key, {{Counter.MISSED}}, missed) end
 if skipped > 0 then redis.call('HINCRBY', metrics_key, {{Counter.OUTCOME_SKIPPED}}, skipped) end
+if missed > 0 then redis.call('HINCRBY', series_key, 'missed', missed) end
+if skipped > 0 then redis.call('HINCRBY', series_key, 'skipped', skipped) end
+if missed > 0 or skipped > 0 then redis.call('EXPIRE', series_key, 86460) end
 for workspace, _ in pairs(touched) do trim(workspaces[workspace], now, keep) end
 return {won, missed}

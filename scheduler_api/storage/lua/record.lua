@@ -9,9 +9,13 @@
 -- KEYS[5] outbox        sorted set sa:outbox: batch id -> when to push it
 -- KEYS[6] metrics       hash sa:metrics
 -- KEYS[7] release batch hash sa:batch:{release id}: the new batch of waiting firings let go here
--- KEYS[8 .. 7 + 3w] per workspace of the outcomes (w of them), 3 each: settings, definitions,
+-- KEYS[8] series        hash sa:series:{minute}: outcome kind -> count this minute
+--                       (scheduler_api.storage.series; expires 86460 s after its last write)
+-- KEYS[9] workspace day hash sa:wsday:{hour}: {ws}:d / {ws}:f -> delivered / failed or blocked
+--                       final outcomes this hour (expires 90000 s after its last write)
+-- KEYS[10 .. 9 + 3w] per workspace of the outcomes (w of them), 3 each: settings, definitions,
 --         ETag (`count_outcome`), in the order of the groups below
--- KEYS[8 + 3w ..] per workspace of the outcomes, 5 each: records, history, done, failed, state
+-- KEYS[10 + 3w ..] per workspace of the outcomes, 5 each: records, history, done, failed, state
 --         (sa:state:{id}: trigger id -> active firing id, id+ -> the waiting firing's JSON)
 -- ARGV[1] batch id
 -- ARGV[2] now
@@ -78,7 +82,9 @@ local function replay_dropped(ws, firing_id)
   return true
 end
 
-local workspaces = workspace_groups(8 + 3 * (#KEYS - 7) / 8, false, true)
+local series_key = KEYS[8]
+local day_key = KEYS[9]
+local workspaces = workspace_groups(10 + 3 * (#KEYS - 9) / 8, false, true)
 local keep = retention_at(3)
 local final_counter = {
   delivered = {{Counter.OUTCOME_DELIVERED}},
@@ -86,6 +92,8 @@ local final_counter = {
   blocked = {{Counter.OUTCOME_BLOCKED}},
 }
 local touched = {}
+local kind_counts = {}  -- outcome kind -> outcomes of this call (series_key)
+local day_counts = {}  -- workspace group number -> {id, d, f}: its final outcomes of this call (day_key)
 local release_at = nil  -- when the release batch is pushed: now, or a later jittered send time
 
 -- The held firing `firing_id` of trigger `index` ends: if still active, it lets go, and the
@@ -105,7 +113,7 @@ local function let_go(ws, index, firing_id)
 end
 
 -- Failure alerts and auto-disable (scheduler_api.storage.workspace_settings), with the workspace
--- keys KEYS[8 .. 7 + 3w], 3 per workspace group: settings (sa:wsconf:{id}), definitions
+-- keys KEYS[10 .. 9 + 3w], 3 per workspace group: settings (sa:wsconf:{id}), definitions
 -- (sa:ws:{id}), ETag (sa:etag:{id}). State fields (ws.state): {trigger id}! -> consecutive failed
 -- firings, {trigger id}^ -> a failing or disabled alert was raised and no delivered firing followed.
 local alerting = {}  -- workspace group number -> its settings, or false (no alerts, no auto-disable)
@@ -115,7 +123,7 @@ local raised = 0  -- alerts raised by this call (they are numbered in their ids)
 local function alerting_of(workspace)
   local found = alerting[workspace]
   if found == nil then
-    local at = 8 + (workspace - 1) * 3
+    local at = 10 + (workspace - 1) * 3
     local values = redis.call('HMGET', KEYS[at], 'alert_url', 'alert_after', 'disable_after')
     found = false
     if values[1] or values[3] then
@@ -215,6 +223,16 @@ for i = 0, n - 1 do
   -- Absent: another worker recorded this firing already (it took the batch after this one's lease
   -- ran out): its record is written again, but it is not counted twice.
   local present = redis.call('HDEL', batch_key, firing_id) == 1
+  -- The dashboard's counts (written after the loop) take every outcome, as the metrics counters do.
+  kind_counts[kind] = (kind_counts[kind] or 0) + 1
+  if final_counter[kind] then
+    local day = day_counts[workspace]
+    if not day then
+      day = {id = string.match(string.match(firing_id, '^[^@]*'), '^(.*):'), d = 0, f = 0}
+      day_counts[workspace] = day
+    end
+    if kind == 'delivered' then day.d = day.d + 1 else day.f = day.f + 1 end
+  end
   if held_by ~= '' then let_go(ws, held_by, firing_id) end
   if kind == 'dropped' then
     if not replay_dropped(ws, firing_id) then
@@ -247,6 +265,18 @@ for i = 0, n - 1 do
   end
 end
 for workspace, _ in pairs(touched) do trim(workspaces[workspace], now, keep) end
+-- The dashboard's counters (scheduler_api.storage.series): one HINCRBY per kind and per workspace.
+if n > 0 then
+  for kind, c in pairs(kind_counts) do redis.call('HINCRBY', series_key, kind, c) end
+  redis.call('EXPIRE', series_key, 86460)
+end
+if next(day_counts) then
+  for _, day in pairs(day_counts) do
+    if day.d > 0 then redis.call('HINCRBY', day_key, day.id .. ':d', day.d) end
+    if day.f > 0 then redis.call('HINCRBY', day_key, day.id .. ':f', day.f) end
+  end
+  redis.call('EXPIRE', day_key, 90000)
+end
 if release_at then redis.call('ZADD', outbox_key, string.format('%.6f', release_at), release_id) end
 local left = redis.call('HLEN', batch_key)
 if finished then

@@ -9,6 +9,8 @@
 -- KEYS[5] state         hash sa:state:{workspace id}: trigger id -> active firing id, id+ -> the
 --                       waiting firing's JSON, id# -> firings counted toward max_firings,
 --                       id! / id^ -> consecutive failures / an alert raised (lua/record.lua)
+-- KEYS[6] workspaces    sorted set sa:workspaces: the ids of the workspaces that have triggers
+--                       (scheduler_api.storage.workspace_index), score 0
 -- ARGV[1] the workspace's jobId prefix, '{workspace id}:'
 -- ARGV[2] the changes channel (sa:changed; a channel, not a key)
 -- ARGV[3] workspace id
@@ -32,6 +34,7 @@ local schedule_key = KEYS[2]
 local paused_key = KEYS[3]
 local etag_key = KEYS[4]
 local state_key = KEYS[5]
+local index_key = KEYS[6]
 local job_id_prefix = ARGV[1]
 local changes_channel = ARGV[2]
 local workspace_id = ARGV[3]
@@ -110,8 +113,10 @@ end
 if redis.call('HLEN', definitions_key) == 0 then
   redis.call('DEL', etag_key)
   redis.call('DEL', state_key)
+  redis.call('ZREM', index_key, workspace_id)
 else
   redis.call('SET', etag_key, new_etag)
+  redis.call('ZADD', index_key, 0, workspace_id)
 end
 -- Workers read the workspace's definitions again before their next request (scheduler_api.delivery.changes).
 redis.call('PUBLISH', changes_channel, job_id_prefix)
