@@ -37,22 +37,18 @@ HISTOGRAMS = {
     "lateness_seconds": (LATENESS_BUCKETS, "Start of a firing's first attempt minus its scheduled time."),
     "tick_duration_seconds": (TICK_BUCKETS, "Duration of one scheduler tick."),
 }
+# Histogram name -> the labels of its buckets (computed once, not per observed value).
+_LABELS = {name: series.bucket_labels(bounds) for name, (bounds, _) in HISTOGRAMS.items()}
 
 
 def observe(pipe: Pipeline | Redis, name: str, values: Iterable[float]) -> None:
     """Add `values` to the Redis-held histogram `name` (non-cumulative buckets; `+Inf` included)."""
-    buckets, _ = HISTOGRAMS[name]
-    key = keys.metric_histogram(name)
-    counts: dict[str, int] = {}
-    total = 0.0
-    n = 0
-    for v in values:
-        le = next((f"{b:g}" for b in buckets if v <= b), "+Inf")
-        counts[le] = counts.get(le, 0) + 1
-        total += v
-        n += 1
-    if not n:
+    values = list(values)
+    if not values:
         return
+    key = keys.metric_histogram(name)
+    counts = series.bucket_counts(values, HISTOGRAMS[name][0], _LABELS[name])
+    total, n = sum(values), len(values)
     for le, c in counts.items():
         pipe.hincrby(key, le, c)
     pipe.hincrbyfloat(key, "sum", total)

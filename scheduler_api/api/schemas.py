@@ -212,7 +212,8 @@ class Attempt(BaseModel):
     )
     waited_ms: float | None = Field(None, description="Only when a rate limit of the workspace held it back: how long.")
     queued_ms: float | None = Field(
-        None, description="Only when it waited in the worker behind its workspace's other requests: how long."
+        None,
+        description="Only when it waited 1 s or more in the worker (behind its workspace's other requests): how long.",
     )
 
 

@@ -33,7 +33,7 @@ Rules of the batch:
   of the batch's firings left in the batch, which goes back to the outbox when its other firings
   have ended, to be pushed again as much later as the oldest of them is late already (1-60 s:
   a burst's firings come back at once, a slow tenant's backlog once a minute);
-  a parked firing's attempt records how long it waited (``queued_ms``);
+  an attempt that waited a second or more in the worker records how long (``queued_ms``);
 * outcomes are written every `FLUSH_EVERY_SECONDS` and when the batch ends. A worker that dies
   mid-batch stops renewing its lease; the scheduler then hands the firings without an outcome
   to another worker, so a firing is delivered at least once (possibly twice if it was sent but
@@ -69,6 +69,7 @@ from scheduler_api.storage.workspace_settings import RateLimit
 log = logging.getLogger("scheduler_api.delivery")
 
 FLUSH_EVERY_SECONDS = 0.25
+QUEUED_NOTED_SECONDS = 1.0  # a firing that waited this long in the worker has queued_ms in its attempt
 Counts = dict[str, int]
 
 
@@ -89,10 +90,10 @@ class BatchRun:
         self.work: list[Firing] = firings_
         self.unstarted: dict[str, Firing] = {f.id: f for f in firings_}  # not started (nor dropped) yet
         self.outstanding = 0  # firings in the lanes: waiting or running
+        self.parked = 0  # of them, those parked behind their workspace's cap when they came
         self.left = 0  # firings left in the batch for later: their workspace had too many waiting
         self.left_oldest = float("inf")  # the earliest due time among them
         self.started_all: asyncio.Future[None] | None = None  # set when no firing is left unstarted
-        self.parked: set[str] = set()  # firings that waited behind their workspace's cap
         self.admitted = time.monotonic()
         self.broken = False  # an error (Redis) stopped the batch: the rest goes back to the outbox
         self.done: asyncio.Future[None] | None = None
@@ -211,8 +212,8 @@ class BatchRun:
             trigger = dataclasses.replace(trigger, headers=headers)
         limit = self.limits.limit_of(trigger) if self.limits.by_workspace else None
         waited = 0.0
-        # Parked behind its workspace's other requests (scheduler_api.delivery.lanes): for how long.
-        queued = time.monotonic() - self.admitted if self.parked and firing.id in self.parked else 0.0
+        # How long it waited in this worker (behind its workspace's other requests, or for a lane).
+        queued = time.monotonic() - self.admitted
         if limit is None:
             attempt = await self.send(firing, trigger)
         else:
@@ -223,7 +224,7 @@ class BatchRun:
         outcome = classify(firing, trigger, attempt, runtime.retry, now=time.time())
         if waited and outcome.record is not None:  # the record shows how long the rate limit held it
             outcome.record.attempts[-1]["waited_ms"] = round(waited * 1000, 1)
-        if queued and outcome.record is not None:  # and how long its workspace's cap held it
+        if queued >= QUEUED_NOTED_SECONDS and outcome.record is not None:  # and a wait in the worker
             outcome.record.attempts[-1]["queued_ms"] = round(queued * 1000, 1)
         self.add(outcome)
         if attempt.error != "blocked":

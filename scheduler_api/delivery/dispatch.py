@@ -117,7 +117,7 @@ class Dispatch:
                 continue
             run.outstanding += 1
             if not lanes.put(workspace, (run, firing)):
-                run.parked.add(firing.id)
+                run.parked += 1
         if run.outstanding == 0:
             self.finish(run)
         if wait_all:

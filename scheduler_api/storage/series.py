@@ -29,6 +29,7 @@ caller's pipeline: its errors are the pipeline's, raised by its ``execute``.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -79,15 +80,30 @@ def workspace_fields(workspace_id: str) -> tuple[str, str]:
     return f"{workspace_id}:d", f"{workspace_id}:f"
 
 
+def bucket_labels(bounds: Sequence[float]) -> list[str]:
+    """The ``le`` label of each bucket of `bounds` (ascending), then ``+Inf``."""
+    return [f"{b:g}" for b in bounds] + ["+Inf"]
+
+
+def bucket_counts(values: Iterable[float], bounds: Sequence[float], labels: Sequence[str]) -> dict[str, int]:
+    """How many of `values` fall in each bucket (the first bound not below the value; `labels` from
+    `bucket_labels(bounds)`), by label: a binary search per value, nothing formatted."""
+    counts: dict[str, int] = {}
+    for v in values:
+        le = labels[bisect_left(bounds, v)]
+        counts[le] = counts.get(le, 0) + 1
+    return counts
+
+
+_LATENESS_LABELS = bucket_labels(LATENESS_BUCKETS)
+
+
 def observe_lateness(pipe: Pipeline, values: list[float], *, now: float) -> None:
     """Add `values` (seconds late) to the histogram of the minute of `now`: one HINCRBY per bucket
     touched, one EXPIRE."""
     if not values:
         return
-    counts: dict[str, int] = {}
-    for v in values:
-        le = next((f"{b:g}" for b in LATENESS_BUCKETS if v <= b), "+Inf")
-        counts[le] = counts.get(le, 0) + 1
+    counts = bucket_counts(values, LATENESS_BUCKETS, _LATENESS_LABELS)
     key = keys.series_minute(minute_start(now))
     for le, c in counts.items():
         pipe.hincrby(key, _LATENESS_PREFIX + le, c)
