@@ -296,6 +296,12 @@ def used_memory(conn: Redis) -> int:
     return int(info["used_memory"])
 
 
+def redis_cpu_seconds(conn: Redis) -> float:
+    """CPU seconds the redis-server process has used (INFO cpu: used_cpu_sys + used_cpu_user)."""
+    info: dict[str, Any] = conn.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
 def redis_version(conn: Redis) -> str:
     info: dict[str, Any] = conn.info("server")
     return str(info.get("redis_version", "?"))

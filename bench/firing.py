@@ -24,7 +24,8 @@
    the API, scheduler and each worker (CPU counted from just before the first due time), Redis
    ``used_memory`` per trigger at rest (after registration, before the first firing, minus the
    baseline of the idle service), registration time, how busy the machine was (and how much of
-   that was other processes), the git commit and the machine.
+   that was other processes), Redis CPU seconds (INFO cpu) per 10,000 deliveries, the git commit and
+   the machine.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from bench.common import (
     fmt,
     print_table,
     provenance_line,
+    redis_cpu_seconds,
     redis_version,
     save,
     service_env,
@@ -366,6 +368,7 @@ def run(
     sleep_until(dues[0] - 1.0, service)
     meter.start()  # the machine's load is measured from just before the first due time
     cpu_before = {c.name: c.cpu_seconds() or 0.0 for c in service}
+    redis_cpu_before = redis_cpu_seconds(conn)
     deadline = dues[-1] + args.timeout
     next_note = time.time() + 10
     while time.time() < deadline:
@@ -385,6 +388,7 @@ def run(
     while time.time() < settle_end:
         time.sleep(min(POLL_SECONDS, max(settle_end - time.time(), 0)))
         ingest()
+    redis_cpu = redis_cpu_seconds(conn) - redis_cpu_before  # through the settle: every outcome written
 
     # Figures of the processes, just before stopping them.
     rss_kb = {c.name: c.peak_rss_kb() for c in service}
@@ -433,6 +437,8 @@ def run(
         "other_rss_kb": extra_rss,
         "cpu_s": cpu_s,
         "worker_cpu_ms_per_delivery": round(1000 * worker_cpu / delivered, 3) if delivered else None,
+        "redis_cpu_s": round(redis_cpu, 3),
+        "redis_cpu_s_per_10k_deliveries": round(10_000 * redis_cpu / delivered, 3) if delivered else None,
         "state": state,
         "load": load,
     }
@@ -499,6 +505,11 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
     per = result["worker_cpu_ms_per_delivery"]
     if per is not None:
         print(f"worker CPU per delivery: {per:.2f} ms (all workers' CPU / deliveries of the measured due times)")
+    if result["redis_cpu_s_per_10k_deliveries"] is not None:
+        print(
+            f"Redis CPU (INFO cpu, from the first due time to the end of the settle): {result['redis_cpu_s']:.2f} s, "
+            f"{result['redis_cpu_s_per_10k_deliveries']:.2f} s per 10,000 deliveries"
+        )
     load = result["load"]
     print(
         f"machine from the first due time on ({load['seconds']:.0f} s): {load['busy_cores']:.2f} cores busy, "

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     target_allowlist: str = ""
     # Fernet key(s) encrypting header values at rest; the first encrypts (scheduler_api.header_crypto).
     secrets_key: str | None = Field(None, repr=False)
+    # The dashboard (/ui, scheduler_api.ui): how long a sign-in lasts, and the key its session cookies
+    # are signed with (unset: derived from SECRETS_KEY, else random per process; scheduler_api.ui.session).
+    ui_session_seconds: int = Field(28_800, ge=60, le=2_592_000)
+    ui_secret: str | None = Field(None, repr=False, min_length=16)
 
     @field_validator("redis_url")
     @classmethod
@@ -193,7 +197,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 def _shown(name: str, value: Any) -> str:
     """How an invalid value appears in the error: secrets hidden, a Redis URL's password too."""
-    if name in ("API_KEYS", "SECRETS_KEY", "METRICS_KEY"):
+    if name in ("API_KEYS", "SECRETS_KEY", "METRICS_KEY", "UI_SECRET"):
         return "<hidden>"
     if name == "REDIS_URL" and isinstance(value, str):
         from scheduler_api.storage.connection import redacted

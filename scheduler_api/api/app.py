@@ -28,6 +28,7 @@ from scheduler_api.header_crypto import HeaderCipher
 from scheduler_api.settings import Settings
 from scheduler_api.ssrf import TargetPolicy
 from scheduler_api.storage import connection, workspace_index
+from scheduler_api.ui.app import install_ui
 
 log = logging.getLogger("scheduler_api.api")
 
@@ -78,6 +79,7 @@ def create_app(settings: Settings, *, redis_client: Redis | None = None) -> Fast
     app.include_router(settings_routes.router, dependencies=documented_key)
     install_docs(app)
     install_handlers(app)
+    install_ui(app, settings, app.state.api_keys)  # the dashboard under /ui (scheduler_api.ui): after the handlers
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(ApiKeyCheck, keys=app.state.api_keys)
     app.add_middleware(HeadAsGet)  # added last: runs first

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -122,8 +123,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(
             error_body("Malformed JSON body", [{"path": "body", "message": str(reason)}]), status_code=400
         )
-    details = [{"path": _path(_located(e)), "message": _message(e)} for e in errors]
-    return JSONResponse(error_body("Invalid request", details), status_code=400)
+    return JSONResponse(error_body("Invalid request", validation_details(errors)), status_code=400)
+
+
+def validation_details(errors: Sequence[Any]) -> Details:
+    """pydantic's errors as ``details`` entries (path and message), as a 400 shows them."""
+    return [{"path": _path(_located(e)), "message": _message(e)} for e in errors]
 
 
 async def _request_error(request: Request, exc: Exception) -> JSONResponse:

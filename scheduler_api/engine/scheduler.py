@@ -35,7 +35,7 @@ from rq import Queue
 from rq_scheduler import Scheduler
 
 from scheduler_api import metrics
-from scheduler_api.engine.retention import RETENTION_SWEEP_SECONDS, sweep_step
+from scheduler_api.engine.retention import RETENTION_SWEEP_SECONDS, backfill_retired, sweep_step
 from scheduler_api.engine.tick import TickResult, tick
 from scheduler_api.health import Liveness
 from scheduler_api.settings import Settings
@@ -165,6 +165,10 @@ class TriggerScheduler:
             self.registration.register_birth()
         except redis.RedisError as e:  # ticking needs no registration: carry on
             log.error("registering the scheduler failed: %s", e)
+        try:
+            backfill_retired(self.connection)  # once per Redis (scheduler_api.engine.retention)
+        except redis.RedisError as e:  # the sweep then misses old histories until a later start
+            log.error("indexing the histories of workspaces without triggers failed: %s", e)
         self._install_signal_handlers()
         try:
             while not self.stopping:

@@ -325,7 +325,7 @@ def sweep(conn: Redis, workspace_ids: Sequence[str], *, now: float, retention: R
     """
     if not workspace_ids:
         return 0
-    script_keys: list[str] = []
+    script_keys: list[str] = [keys.RETIRED]
     for ws in workspace_ids:
         script_keys += (keys.workspace(ws), *keys.history_keys(ws))
-    return int(scripts.run(conn, "sweep", script_keys, [repr(now), *retention.args()]))
+    return int(scripts.run(conn, "sweep", script_keys, [repr(now), *retention.args(), *workspace_ids]))

@@ -95,6 +95,10 @@ PAUSED = PREFIX + "paused"
 WORKSPACE_PREFIX = PREFIX + "ws:"
 BATCH_PREFIX = PREFIX + "batch:"
 WORKSPACES = PREFIX + "workspaces"
+# Sorted set (score 0) of the workspaces whose last trigger was removed: their history may remain
+# until the retention sweep drops it (scheduler_api.engine.retention visits these and WORKSPACES).
+RETIRED = PREFIX + "retired"
+RETIRED_BUILT = PREFIX + "retired-built"  # set once RETIRED has been filled from existing histories
 SCHEDULERS = PREFIX + "schedulers"
 SCHEDULER_INSTANCE_PREFIX = PREFIX + "scheduler_instance:"  # rq-scheduler's registration key of one scheduler
 

@@ -262,6 +262,7 @@ def write(
                 keys.etag(workspace_id),
                 keys.state(workspace_id),
                 keys.WORKSPACES,
+                keys.RETIRED,
             ],
             args,
         )

@@ -81,3 +81,30 @@ def test_redis_does_not_grow_as_workspaces_come_and_go(
     assert len(workspace_keys()) == 10 * 4  # each history, kept for the keep time
     assert _sweep(conn, settings, time.time() + 3601) == 10
     assert workspace_keys() == set()
+
+
+def test_the_sweep_reads_indexes_not_keys_and_finds_retired_and_old_histories(
+    client: TestClient, conn: Redis, redis_url: str, receiver: Receiver
+) -> None:
+    """A deleted workspace's history waits in sa:retired until the sweep drops it; a history stored
+    before the index existed is found by the one-time backfill; no sweep step SCANs."""
+    settings = make_settings(redis_url, completed_keep_seconds=3600, delivery_max_retries=0)
+    fire_ok_and_bad_once(conn, settings, "gone", receiver)
+    fire_ok_and_bad_once(conn, settings, "kept", receiver)
+    assert client.delete("/api/workspaces/gone/triggers").status_code == 200
+    assert conn.zrange(keys.RETIRED, 0, -1) == [b"gone"]
+    assert conn.zrange(keys.WORKSPACES, 0, -1) == [b"kept"]
+    # A history of a workspace deleted before sa:retired existed: found once by the backfill.
+    fire_ok_and_bad_once(conn, settings, "older", receiver)
+    assert client.delete("/api/workspaces/older/triggers").status_code == 200
+    conn.zrem(keys.RETIRED, "older")
+    assert retention.backfill_retired(conn) == 1 and retention.backfill_retired(conn) is None
+    assert sorted(conn.zrange(keys.RETIRED, 0, -1)) == [b"gone", b"older"]
+
+    scans = int(conn.info("commandstats").get("cmdstat_scan", {}).get("calls", 0))
+    assert _sweep(conn, settings, time.time() + 60) == 0  # too recent: kept
+    assert _sweep(conn, settings, time.time() + 3601) == 2  # both retired histories go
+    assert int(conn.info("commandstats").get("cmdstat_scan", {}).get("calls", 0)) == scans
+    assert conn.zcard(keys.RETIRED) == 0
+    assert deliveries(client, ws="gone") == [] and deliveries(client, ws="older") == []
+    assert [r["outcome"] for r in deliveries(client, ws="kept")] == ["failed"]

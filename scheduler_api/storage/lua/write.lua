@@ -11,6 +11,8 @@
 --                       id! / id^ -> consecutive failures / an alert raised (lua/record.lua)
 -- KEYS[6] workspaces    sorted set sa:workspaces: the ids of the workspaces that have triggers
 --                       (scheduler_api.storage.workspace_index), score 0
+-- KEYS[7] retired       sorted set sa:retired: workspaces whose last trigger was removed (their
+--                       history waits for the retention sweep, scheduler_api.engine.retention)
 -- ARGV[1] the workspace's jobId prefix, '{workspace id}:'
 -- ARGV[2] the changes channel (sa:changed; a channel, not a key)
 -- ARGV[3] workspace id
@@ -35,6 +37,7 @@ local paused_key = KEYS[3]
 local etag_key = KEYS[4]
 local state_key = KEYS[5]
 local index_key = KEYS[6]
+local retired_key = KEYS[7]
 local job_id_prefix = ARGV[1]
 local changes_channel = ARGV[2]
 local workspace_id = ARGV[3]
@@ -114,9 +117,11 @@ if redis.call('HLEN', definitions_key) == 0 then
   redis.call('DEL', etag_key)
   redis.call('DEL', state_key)
   redis.call('ZREM', index_key, workspace_id)
+  if before > 0 then redis.call('ZADD', retired_key, 0, workspace_id) end
 else
   redis.call('SET', etag_key, new_etag)
   redis.call('ZADD', index_key, 0, workspace_id)
+  redis.call('ZREM', retired_key, workspace_id)
 end
 -- Workers read the workspace's definitions again before their next request (scheduler_api.delivery.changes).
 redis.call('PUBLISH', changes_channel, job_id_prefix)
