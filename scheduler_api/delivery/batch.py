@@ -215,7 +215,10 @@ class BatchRun:
         # How long it waited in this worker (behind its workspace's other requests, or for a lane).
         queued = time.monotonic() - self.admitted
         if limit is None:
-            attempt = await self.send(firing, trigger)
+            if tracing.tracer() is None:  # the common case: no span, one coroutine less
+                attempt = await send(runtime.client(), trigger, firing, runtime.options)
+            else:
+                attempt = await self.send(firing, trigger)
         else:
             sent = await self.send_limited(firing, trigger, limit)
             if sent is None:
@@ -253,7 +256,8 @@ class BatchRun:
 
     async def send(self, firing: Firing, trigger: StoredTrigger) -> Attempt:
         """One attempt; with tracing on, inside an ``attempt`` span of the firing's trace
-        (scheduler_api.tracing) whose id the request's ``traceparent`` carries."""
+        (scheduler_api.tracing) whose id the request's ``traceparent`` carries. `deliver_one` calls
+        `attempt.send` directly when tracing is off."""
         runtime = self.runtime
         tracer = tracing.tracer()
         if tracer is None:

@@ -41,6 +41,7 @@ def test_dev_from_a_clean_directory(tmp_path: Path, spawned: list[Child]) -> Non
         out = dev.output()
         assert f"API on {base}" in out, out
         assert f"docs on {base}/docs" in out, out
+        assert f"dashboard on {base}/ui" in out, out
         match = re.search(r"started redis-server on (redis://127\.0\.0\.1:(\d+)/0)", out)
         assert match, out
         children = descendants(dev.pid)
