@@ -54,7 +54,6 @@ from redis import Redis
 
 from scheduler_api import cron as cronlib
 from scheduler_api import metrics, tracing
-from scheduler_api.delivery import alerts
 from scheduler_api.delivery.attempt import Attempt, send
 from scheduler_api.delivery.limits import BatchLimits
 from scheduler_api.delivery.retry import classify
@@ -182,17 +181,6 @@ class BatchRun:
                 self.current[jid] = latest[jid]
             else:
                 self.current.pop(jid, None)
-
-    async def start(self, firing: Firing) -> None:
-        """Send `firing` (its lane's turn has come), or drop it when its trigger changed."""
-        self.refresh_definitions()
-        del self.unstarted[firing.id]
-        if firing.alert is not None:  # a workspace's failure alert: no trigger to read
-            self.add(await alerts.deliver(self.runtime, self.conn, firing))
-            return
-        trigger = self.current_trigger(firing)
-        if trigger is not None:
-            await self.deliver_one(firing, trigger)
 
     async def deliver_one(self, firing: Firing, trigger: StoredTrigger) -> None:
         """One attempt of `firing`, its outcome queued for the next flush, and its log line."""

@@ -18,6 +18,7 @@ from redis import Redis
 
 from scheduler_api import cron as cronlib
 from scheduler_api import tracing
+from scheduler_api.delivery import alerts
 from scheduler_api.delivery.batch import FLUSH_EVERY_SECONDS, BatchRun, Counts, no_counts
 from scheduler_api.delivery.lanes import FairLanes
 from scheduler_api.delivery.runtime import DeliveryRuntime
@@ -108,16 +109,22 @@ class Dispatch:
         self.live[batch_id] = run
         if self._keeper is None:
             self._keeper = asyncio.get_running_loop().create_task(self._keep())
-        lanes, most = self.lanes, self.most_waiting
+        lanes = self.lanes
+        by_workspace: dict[str, list[Item]] = {}
         for firing in run.work:
-            workspace = keys.workspace_of_firing(firing.id)
-            if lanes.stopping or lanes.waiting(workspace) >= most:
-                run.left += 1
-                run.left_oldest = min(run.left_oldest, firing.due_at)
-                continue
-            run.outstanding += 1
-            if not lanes.put(workspace, (run, firing)):
-                run.parked += 1
+            workspace = keys.split_job_id(firing.job_id)[0]
+            items = by_workspace.get(workspace)
+            if items is None:
+                items = by_workspace[workspace] = []
+            items.append((run, firing))
+        for workspace, items in by_workspace.items():
+            room = 0 if lanes.stopping else max(self.most_waiting - lanes.waiting(workspace), 0)
+            if room < len(items):
+                run.left += len(items) - room
+                run.left_oldest = min(run.left_oldest, *(f.due_at for _, f in items[room:]))
+                items = items[:room]
+            run.outstanding += len(items)
+            run.parked += lanes.put_many(workspace, items)
         if run.outstanding == 0:
             self.finish(run)
         if wait_all:
@@ -134,7 +141,15 @@ class Dispatch:
         run, firing = item
         try:
             if not run.broken and not self.runtime.stopping:
-                await run.start(firing)
+                # Its lane's turn has come: send it, or drop it when its trigger changed.
+                run.refresh_definitions()
+                del run.unstarted[firing.id]
+                if firing.alert is not None:  # a workspace's failure alert: no trigger to read
+                    run.add(await alerts.deliver(self.runtime, run.conn, firing))
+                else:
+                    trigger = run.current_trigger(firing)
+                    if trigger is not None:
+                        await run.deliver_one(firing, trigger)
         except Exception:
             log.exception("batch %s: stopped by an error; its firings not started go back to the outbox", run.batch_id)
             run.broken = True

@@ -72,6 +72,24 @@ class FairLanes(Generic[T]):
             return True
         return False
 
+    def put_many(self, workspace: str, items: list[T]) -> int:
+        """`put` each of `items` (in order) at once; return how many of them are parked."""
+        if not items:
+            return 0
+        queue = self._queues.get(workspace)
+        if queue is None:
+            queue = self._queues[workspace] = deque()
+        free = self.per_workspace - self._in_flight.get(workspace, 0)
+        before = min(len(queue), free)  # its runnable items so far
+        queue.extend(items)
+        added = min(len(queue), free) - before
+        if added:
+            self.runnable += added
+            if not before:
+                self._turns.append(workspace)
+            self._wake(0)
+        return len(items) - added
+
     async def wait_runnable(self) -> None:
         """Return once no item may start now (every lane busy with what it took, or the rest parked),
         or the lanes stop."""

@@ -114,3 +114,23 @@ def test_stopping_hands_back_the_items_not_started_and_waits_for_the_running_one
         assert rec.started == ["a0", "a1"]
 
     asyncio.run(main())
+
+
+def test_put_many_queues_a_batch_of_one_workspace_as_put_would() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        lanes: FairLanes[str] = FairLanes(rec.run, lanes=10, per_workspace=2)
+        assert lanes.put_many("a", ["a0", "a1", "a2"]) == 1  # two may start, one is parked
+        assert lanes.put_many("a", ["a3"]) == 1 and lanes.put_many("b", []) == 0
+        assert lanes.put_many("b", ["b0"]) == 0
+        await settle()
+        assert rec.started == ["a0", "b0", "a1"] and lanes.waiting("a") == 2 and lanes.runnable == 0
+        rec.finish("a0")
+        await settle()
+        assert rec.started[-1] == "a2"
+        lanes.take_all()
+        for item in ("a1", "a2", "b0"):
+            rec.finish(item)
+        await asyncio.wait_for(lanes.join(), 1)
+
+    asyncio.run(main())
