@@ -54,6 +54,8 @@ Dashboard reads (scheduler_api.storage.workspace_index, .series, .processes):
   ``sa:wsday:{hour}``        hash per hour (its unix start): ``{ws}:d`` / ``{ws}:f`` -> the
                              workspace's delivered / failed (or blocked) outcomes; expires after 25 h
   ``sa:schedulers``          sorted set: scheduler name -> its last heartbeat (engine.scheduler)
+  ``sa:ui:revoked:{nonce}``  a signed-out dashboard session's nonce (scheduler_api.storage.ui_sessions);
+                             expires when the session would have
 
 Metrics (scheduler_api.metrics):
   ``sa:metrics``             hash of counters (names: scheduler_api.storage.counters);
@@ -109,6 +111,10 @@ def series_minute(minute_start: int) -> str:
 
 def workspace_day(hour_start: int) -> str:
     return f"{PREFIX}wsday:{hour_start}"
+
+
+def ui_revoked(nonce: str) -> str:
+    return f"{PREFIX}ui:revoked:{nonce}"
 
 
 def workspace(workspace_id: str) -> str:

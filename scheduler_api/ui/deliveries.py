@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any, get_args
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse, Response
@@ -107,8 +108,8 @@ def _back(
 ) -> Response:
     if isinstance(answer, Failed):
         return render(page, workspace_id, filters, status=answer.status, failed=answer)
-    query = "&".join(f"{k}={v}" for k, v in filters.items() if v)
-    return page.redirect(f"/ui/workspaces/{workspace_id}/deliveries?done={notice}" + (f"&{query}" if query else ""))
+    query = urlencode({"done": notice} | {k: v for k, v in filters.items() if v})
+    return page.redirect(f"/ui/workspaces/{workspace_id}/deliveries?{query}")
 
 
 @router.post("/ui/workspaces/{workspace_id}/deliveries/replay-one")

@@ -1,6 +1,7 @@
 """The health page: scheduler and worker processes with their last heartbeat, the queue's depth, and
 the last hour per minute (deliveries by outcome, lateness p50 / p99) as server-drawn SVG and a table.
-Open to every signed-in key: it shows no workspace's data."""
+Only for a key that serves every workspace (scope ``*``): the numbers are every tenant's together,
+which the API keeps from tenants too (``/metrics`` behind METRICS_KEY); any other key gets a 403 page."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ router = APIRouter()
 
 @router.get("/ui/health", response_class=HTMLResponse)
 def health_page(page: Annotated[Page, Depends(signed_in)]) -> HTMLResponse:
+    page.require_all()
     conn = redis_of(page.request)
     now = time.time()
     minutes = series.read(conn, now=now, minutes=60)
@@ -34,5 +36,4 @@ def health_page(page: Annotated[Page, Depends(signed_in)]) -> HTMLResponse:
         lateness_svg=lateness_chart(minutes),
         minutes=shown,
         outcomes=list(COLOURS),
-        colours=COLOURS,
     )

@@ -87,7 +87,7 @@ class Sessions:
         if not cookie or "." not in cookie:
             return None
         payload, _, signature = cookie.rpartition(".")
-        if not hmac.compare_digest(self._mac(payload.encode()), signature):
+        if not _same(self._mac(payload.encode()), signature):
             return None
         try:
             body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -100,7 +100,7 @@ class Sessions:
             return Session(ALL, "", session.expires, session.nonce, open=True)
         found = False
         for key in self.keys:  # every key is compared: timing does not tell which matched
-            same = hmac.compare_digest(self.fingerprint(key.key), session.fingerprint)
+            same = _same(self.fingerprint(key.key), session.fingerprint)
             found = found or (same and key.scope == session.scope)
         return session if found else None
 
@@ -108,10 +108,16 @@ class Sessions:
         return self._mac(b"csrf:" + session.nonce.encode())
 
     def csrf_ok(self, session: Session, token: str | None) -> bool:
-        return token is not None and hmac.compare_digest(self.csrf_token(session), token)
+        return token is not None and _same(self.csrf_token(session), token)
 
     def login_token(self, nonce: str) -> str:
         return self._mac(b"login:" + nonce.encode())
 
     def login_ok(self, nonce: str | None, token: str | None) -> bool:
-        return bool(nonce) and token is not None and hmac.compare_digest(self.login_token(nonce or ""), token)
+        return bool(nonce) and token is not None and _same(self.login_token(nonce or ""), token)
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time comparison of a MAC with what the browser sent; any text (non-ASCII included)
+    is compared as UTF-8 bytes, so a forged value is a mismatch, never an error."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", errors="replace"))

@@ -1,4 +1,5 @@
-"""Sign-in with an API key (checked as a bearer key is: scheduler_api.auth.authorize) and sign-out."""
+"""Sign-in with an API key (checked as a bearer key is: scheduler_api.auth.authorize) and sign-out
+(which revokes the session in Redis: a copied cookie stops working too)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from scheduler_api.api.deps import redis_of
 from scheduler_api.auth import authorize
 from scheduler_api.errors import RequestError
+from scheduler_api.storage import ui_sessions
 from scheduler_api.ui.session import COOKIE, LOGIN_COOKIE
 from scheduler_api.ui.web import (
     Page,
@@ -77,7 +80,10 @@ def sign_in(request: Request, form: Form) -> Response:
 
 @router.post("/ui/sign-out")
 def sign_out(form: Form, page: Annotated[Page, Depends(signed_in)]) -> Response:
+    """Ends the session server-side (its nonce revoked for the rest of its life), then drops the cookie."""
     checked_post(page, form)
+    seconds_left = page.session.expires - time.time()
+    ui_sessions.revoke(redis_of(page.request), page.session.nonce, seconds_left=seconds_left)
     response = RedirectResponse("/ui/sign-in" if ui_of(page.request).sessions.keys else "/ui", status_code=303)
     response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict")
     return response

@@ -27,6 +27,9 @@ TEXT = ("cron", "at", "timezone", "url", "method", "overlap", "start_at", "end_a
 NUMBERS = ("timeout_seconds", "max_firings", "jitter_seconds")
 JSON_FIELDS = ("payload", "retry", "success", "final_statuses")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# A JSON field's text is refused beyond this (4x the default MAX_PAYLOAD_BYTES, room for indentation);
+# the API's own limits then apply to what parses.
+JSON_FIELD_CHARS = 262_144
 
 
 def _number(text: str) -> Any:
@@ -40,7 +43,8 @@ def _number(text: str) -> Any:
 
 
 def fields_of(form: dict[str, list[str]]) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """The form's trigger fields (None for blank) and the JSON fields that do not parse."""
+    """The form's trigger fields (None for blank) and the JSON fields that do not parse (too long,
+    nested too deeply or not JSON: each a field error, never an exception)."""
     values: dict[str, Any] = {}
     problems = []
     for name in TEXT:
@@ -50,8 +54,15 @@ def fields_of(form: dict[str, list[str]]) -> tuple[dict[str, Any], list[dict[str
         values[name] = _number(text) if text else None
     for name in JSON_FIELDS:
         text = first(form, name).strip()
+        if len(text) > JSON_FIELD_CHARS:
+            problems.append(
+                {"path": name, "message": f"must be at most {JSON_FIELD_CHARS} characters, got {len(text)}"}
+            )
+            continue
         try:
             values[name] = json.loads(text) if text else None
+        except RecursionError:
+            problems.append({"path": name, "message": "must be JSON nested fewer than 1000 levels deep"})
         except ValueError as e:
             problems.append({"path": name, "message": f"must be JSON: {e}"})
     values["enabled"] = first(form, "enabled") == "on"
@@ -74,7 +85,8 @@ def header_changes(form: dict[str, list[str]]) -> dict[str, str | None]:
 
 
 def form_values(form: dict[str, list[str]]) -> dict[str, str]:
-    """What the form shows again after a preview or an error (header values of new rows only)."""
+    """What the form shows again after a preview or an error. Header values never: a new header's
+    name comes back with an empty value and a hint to type the value again."""
     return {name: first(form, name) for name in (*TEXT, *NUMBERS, *JSON_FIELDS, "id", "etag", "enabled")}
 
 
@@ -212,7 +224,7 @@ def _answered(
             errors=failed.errors if failed else {},
             dry_run=None if failed else answer,
             schedule=schedule_preview(page.request, values),
-            new_headers=list(zip(form.get("new_name", []), form.get("new_value", []), strict=False)),
+            new_headers=[name for name in form.get("new_name", []) if name.strip()][:2],  # names only
         )
     return page.redirect(f"/ui/workspaces/{workspace_id}?done={notice}")
 

@@ -1,6 +1,7 @@
 """What every dashboard page shares: who is signed in (`Page`), the forms' CSRF check, rendering.
 
-Failure rules: no valid session -> a GET is redirected to the sign-in page, a POST answers 401; a
+Failure rules: no valid session (or a signed-out one: `signin.sign_out`) -> a GET is redirected to
+the sign-in page, a POST answers 401; Redis unavailable while checking it -> the 503 page; a
 workspace outside the key's scope -> 403 page (GET and POST alike, before the form is looked at); a
 POST without this session's CSRF token -> 403 page, nothing done; a workspace id that is not one
 (the API's alphabet) -> 404 page.
@@ -19,7 +20,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from scheduler_api import cron as cronlib
-from scheduler_api.auth import describe, scope_covers
+from scheduler_api.api.deps import redis_of
+from scheduler_api.auth import ALL, describe, scope_covers
+from scheduler_api.storage import ui_sessions
 from scheduler_api.triggers import WORKSPACE_ID
 from scheduler_api.ui.session import COOKIE, Session, Sessions
 
@@ -78,6 +81,16 @@ class Page:
             raise PageError(403, why)
         return workspace_id
 
+    @property
+    def sees_all(self) -> bool:
+        """Whether the key serves every workspace (scope ``*``): only then the service-wide pages."""
+        return self.session.scope == ALL
+
+    def require_all(self) -> None:
+        """A 403 page unless the key serves every workspace (the service's global numbers)."""
+        if not self.sees_all:
+            raise PageError(403, "This page shows every workspace's volumes: it needs a key for all workspaces.")
+
     def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = (
             ui_of(self.request)
@@ -114,6 +127,8 @@ def signed_in(request: Request) -> Page:
     sessions = ui_of(request).sessions
     now = time.time()
     session = sessions.read(request.cookies.get(COOKIE), now=now)
+    if session is not None and ui_sessions.is_revoked(redis_of(request), session.nonce):
+        session = None  # signed out: the cookie may have been copied before
     if session is not None:
         return Page(request, session)
     if not sessions.keys:

@@ -34,7 +34,8 @@ def number(text: str, kind: type[int] | type[float]) -> Any:
 def settings_document(form: dict[str, list[str]]) -> dict[str, Any]:
     """The form as the JSON body of ``PUT .../settings``; rows whose host is blank are left out."""
     url = first(form, "alerts_url").strip()
-    alerts = {"url": url, "after_failures": number(first(form, "alerts_after", "3"), int) or 3} if url else None
+    after = number(first(form, "alerts_after"), int)
+    alerts = {"url": url, "after_failures": 3 if after is None else after} if url else None  # blank: 3
     limits = []
     rows = zip(form.get("host", []), form.get("per_second", []), form.get("concurrency", []), strict=False)
     for host, per_second, concurrency in rows:
