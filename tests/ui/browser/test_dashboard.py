@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.browser import AXE, screenshot
+from tests.support.browser import screenshot, serious_violations
 from tests.support.processes import wait_until
 from tests.support.receiver import headers_of
 from tests.support.ui import ACME_KEY, ADMIN_KEY
@@ -21,18 +21,6 @@ from .conftest import Stack
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SECRET = "s3cret-header-value"
 WS = "acme-shop"
-
-
-def serious_violations(page: Any) -> list[str]:
-    """axe-core's serious and critical violations. axe is loaded through the DevTools protocol (not a
-    <script> tag, which the pages' Content-Security-Policy refuses: no inline scripts), then run."""
-    page.evaluate(f"() => {{ {AXE.read_text()}\n window.axe = axe; }}")
-    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-    return [
-        f"{v['id']} ({v['impact']}): {v['help']} at {v['nodes'][0]['target'] if v['nodes'] else '?'}"
-        for v in result["violations"]
-        if v["impact"] in ("serious", "critical")
-    ]
 
 
 @pytest.fixture(scope="module")
