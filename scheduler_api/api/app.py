@@ -79,8 +79,10 @@ def create_app(settings: Settings, *, redis_client: Redis | None = None) -> Fast
     app.include_router(settings_routes.router, dependencies=documented_key)
     install_docs(app)
     install_handlers(app)
-    install_ui(app, settings, app.state.api_keys)  # the dashboard under /ui (scheduler_api.ui): after the handlers
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(ApiKeyCheck, keys=app.state.api_keys)
-    app.add_middleware(HeadAsGet)  # added last: runs first
+    app.add_middleware(HeadAsGet)
+    # The dashboard under /ui (scheduler_api.ui): after the handlers it wraps, and its page headers
+    # middleware added last, so it runs first: every /ui answer has them, a 413 included.
+    install_ui(app, settings, app.state.api_keys)
     return app

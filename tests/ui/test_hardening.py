@@ -189,3 +189,6 @@ def test_pages_refuse_to_be_framed(client: TestClient) -> None:
         assert "form-action 'self'" in csp and r.headers.get("x-content-type-options") == "nosniff", path
         assert r.headers.get("referrer-policy") == "same-origin", path
     assert "content-security-policy" not in client.get("/api/workspaces/ws/triggers").headers
+    # A body over MAX_BODY_BYTES is refused before the dashboard's routes: the headers are there too.
+    too_big = client.post("/ui/workspaces/ws/pause", content=b"x" * 2_000_000)
+    assert too_big.status_code == 413 and too_big.headers.get("x-frame-options") == "DENY"
