@@ -95,6 +95,8 @@ class BatchRun:
         self.started_all: asyncio.Future[None] | None = None  # set when no firing is left unstarted
         self.admitted = time.monotonic()
         self.broken = False  # an error (Redis) stopped the batch: the rest goes back to the outbox
+        self.lost = False  # its lease went to another worker (this one was stalled): nothing more starts
+        self.fresh_until = 0.0  # monotonic time until which its lease is surely this worker's
         self.done: asyncio.Future[None] | None = None
         self.span: Any = None  # its ``batch`` span when tracing is on (scheduler_api.tracing)
         self.pending: list[Outcome] = []  # outcomes not yet written

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 
 from redis import Redis
 
@@ -23,8 +24,9 @@ from scheduler_api.delivery.batch import FLUSH_EVERY_SECONDS, BatchRun, Counts, 
 from scheduler_api.delivery.lanes import FairLanes
 from scheduler_api.delivery.runtime import DeliveryRuntime
 from scheduler_api.settings import load_settings
-from scheduler_api.storage import firings, keys
-from scheduler_api.storage.firings import Firing, LeaseClaim
+from scheduler_api.storage import firings, keys, leases
+from scheduler_api.storage.firings import Firing
+from scheduler_api.storage.leases import LeaseClaim
 
 log = logging.getLogger("scheduler_api.delivery")
 
@@ -33,6 +35,10 @@ WAITING_PER_LANE = 100  # firings of one workspace waiting in a worker, per lane
 DEFER_MIN_SECONDS = 1.0
 DEFER_MAX_SECONDS = 60.0
 PARK_SECONDS = 0.25  # how long a job waits for its parked firings to start before it returns
+# A batch's lease is taken as still held for this share of the lease after it was last renewed;
+# past it (the process was stalled) its firings wait until the next renewal says whether it is.
+FRESH_SHARE = 0.9
+STALE_WAIT_SECONDS = 0.05
 
 Item = tuple[BatchRun, Firing]
 
@@ -64,6 +70,8 @@ class Dispatch:
         # that workspace stay in the batch, pushed again later (`finish`).
         self.most_waiting = WAITING_PER_LANE * self.lanes.per_workspace
         self.live: dict[str, BatchRun] = {}
+        self.token = uuid.uuid4().hex  # this worker's name on the leases it holds (scheduler_api.storage.leases)
+        self.lease = settings.worker_lease_seconds
         self.thread: threading.Thread | None = None
         self._keeper: asyncio.Task[None] | None = None
 
@@ -84,7 +92,7 @@ class Dispatch:
         run or are parked (with a thread), or once they have all ended (without)."""
         runtime = self.runtime
         lease = runtime.settings.worker_lease_seconds
-        claim = firings.claim_lease(conn, batch_id, now=time.time(), lease_seconds=lease)
+        claim = leases.claim_lease(conn, batch_id, now=time.time(), lease_seconds=lease, token=self.token)
         if claim is not LeaseClaim.CLAIMED:
             log.info(
                 "batch %s: %s", batch_id, "already done" if claim is LeaseClaim.EMPTY else "held by another worker"
@@ -103,6 +111,7 @@ class Dispatch:
         holds the queue for no longer than that."""
         run = BatchRun(self.runtime, conn, batch_id, firings.load_batch(conn, batch_id))
         run.done = asyncio.get_running_loop().create_future()
+        run.fresh_until = time.monotonic() + self.lease * FRESH_SHARE  # claimed just now
         tracer = tracing.tracer()
         if tracer is not None:  # ends when the batch lets go (`finish`)
             run.span = tracer.start_span("batch", attributes={"batch": batch_id, "firings": len(run.work)})
@@ -140,7 +149,9 @@ class Dispatch:
     async def _run(self, item: Item) -> None:
         run, firing = item
         try:
-            if not run.broken and not self.runtime.stopping:
+            while time.monotonic() > run.fresh_until and not run.lost and not self.runtime.stopping:
+                await asyncio.sleep(STALE_WAIT_SECONDS)  # the lease may have run out: the timer says
+            if not run.broken and not run.lost and not self.runtime.stopping:
                 # Its lane's turn has come: send it, or drop it when its trigger changed.
                 run.refresh_definitions()
                 del run.unstarted[firing.id]
@@ -169,7 +180,15 @@ class Dispatch:
             back_at = now + min(max(now - run.left_oldest, DEFER_MIN_SECONDS), DEFER_MAX_SECONDS)
             log.info("batch %s: %d firing(s) wait in the outbox until %s", run.batch_id, run.left, cronlib.iso(back_at))
         try:
-            run.flush(finished=True, back_at=back_at)
+            if not run.lost and not leases.owns(
+                run.conn, run.batch_id, until=time.time() + self.lease, token=self.token
+            ):
+                run.lost = True
+                log.warning("batch %s: its lease went to another worker; not letting go of it", run.batch_id)
+            # A batch held by another worker now: only the outcomes of what this worker sent are written.
+            run.flush(finished=not run.lost, back_at=back_at)
+            if not run.lost:
+                leases.let_go(run.conn, run.batch_id)
         except Exception:  # its lease runs out and the scheduler hands what is left to another worker
             log.exception("batch %s: its outcomes could not be written", run.batch_id)
         if run.done is not None and not run.done.done():
@@ -193,8 +212,19 @@ class Dispatch:
                         log.exception("batch %s: its outcomes could not be written; trying again", run.batch_id)
             if runs and time.monotonic() - renewed >= renew_every:
                 try:
-                    firings.renew_leases(runs[0].conn, [r.batch_id for r in runs], until=time.time() + lease)
+                    ids = [r.batch_id for r in runs]
+                    lost = leases.renew_leases(runs[0].conn, ids, until=time.time() + lease, token=self.token)
                     renewed = time.monotonic()
+                    for run in runs:
+                        if run.batch_id in lost:
+                            if not run.lost:
+                                log.warning(
+                                    "batch %s: its lease ran out (this worker was stalled); not sending the rest",
+                                    run.batch_id,
+                                )
+                            run.lost = True
+                        else:
+                            run.fresh_until = renewed + lease * FRESH_SHARE
                 except Exception:
                     log.exception("the leases of %d batch(es) could not be renewed; trying again", len(runs))
 

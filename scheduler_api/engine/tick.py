@@ -40,7 +40,7 @@ from scheduler_api import tracing
 from scheduler_api.engine.outbox import push_outbox
 from scheduler_api.policy import Policy, jitter_offset, last_run, next_run
 from scheduler_api.settings import Settings
-from scheduler_api.storage import firings, keys
+from scheduler_api.storage import firings, keys, leases
 from scheduler_api.storage.history import Record
 from scheduler_api.storage.triggers import load_definitions, paused_among
 
@@ -139,7 +139,7 @@ def _tick(conn: Redis, queue: Queue, settings: Settings, *, now: float | None) -
     now = time.time() if now is None else now
     retention = firings.Retention.from_settings(settings)
     result = TickResult()
-    result.reaped = firings.reap_leases(conn, now=now)
+    result.reaped = leases.reap_leases(conn, now=now)
     if result.reaped:
         log.warning("%d batch(es) lost their worker; their undelivered firings are requeued", result.reaped)
     for _ in range(1000):  # bounded: each round advances or removes every entry it read

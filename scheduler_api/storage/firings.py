@@ -24,9 +24,9 @@ scheduler_api.storage.scripts), so each is all-or-nothing:
   RQ job ended without a worker taking it (the job failed before, a worker was killed between
   taking the job and claiming the batch, the queue was emptied) is pushed again when the
   scheduler finds that job gone (scheduler_api.engine.outbox.push_outbox).
-* `claim_lease` / `renew_lease` (worker; `record` lets go) and `reap_leases` (scheduler): claiming takes
-  the batch out of the outbox; a batch whose worker stopped renewing its lease (killed) goes back
-  to the outbox with its undelivered firings.
+* leases (scheduler_api.storage.leases; `record` lets go): claiming takes the batch out of the
+  outbox; a batch whose worker stopped renewing its lease (killed) goes back to the outbox with
+  its undelivered firings.
 * `record` (worker): outcomes of finished firings, retries to schedule, retention trimming (per
   workspace, see scheduler_api.storage.history) and the metrics counters, in the same script.
 * `enqueue_now` (API, "run now"): one firing outside the schedule, into the outbox (a replay too: storage/replay.py).
@@ -48,7 +48,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from enum import Enum
 from typing import Any, NamedTuple
 
 from redis import Redis
@@ -228,40 +227,6 @@ def claim_outbox(conn: Redis, *, now: float, retry_after: float, limit: int = 10
     a worker has claimed it by then."""
     ids = scripts.run(conn, "claim_outbox", [keys.OUTBOX], [repr(now), retry_after, limit])
     return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
-
-
-class LeaseClaim(Enum):
-    """The answer to a worker claiming a batch (`claim_lease`)."""
-
-    CLAIMED = 1  # this worker now holds the batch, until its lease runs out
-    EMPTY = 0  # nothing is left in the batch: every firing of it has an outcome
-    HELD_ELSEWHERE = -1  # another worker's lease on it still runs
-
-
-def claim_lease(conn: Redis, batch_id: str, *, now: float, lease_seconds: float) -> LeaseClaim:
-    """Take the batch for this worker for `lease_seconds`. Whatever the answer, the batch is off
-    the outbox: the RQ job that asks has taken it."""
-    answer = scripts.run(
-        conn,
-        "claim_lease",
-        [keys.LEASES, keys.batch(batch_id), keys.OUTBOX, keys.PUSHED],
-        [batch_id, repr(now), repr(now + lease_seconds)],
-    )
-    return LeaseClaim(int(answer))
-
-
-def renew_lease(conn: Redis, batch_id: str, *, until: float) -> None:
-    conn.zadd(keys.LEASES, {batch_id: until}, xx=True)
-
-
-def renew_leases(conn: Redis, batch_ids: Sequence[str], *, until: float) -> None:
-    """Renew the leases of a worker's batches in one command (those it still holds)."""
-    conn.zadd(keys.LEASES, dict.fromkeys(batch_ids, until), xx=True)
-
-
-def reap_leases(conn: Redis, *, now: float) -> int:
-    """Batches whose lease ran out go back to the outbox; return how many."""
-    return int(scripts.run(conn, "reap_leases", [keys.LEASES, keys.OUTBOX], [repr(now), keys.BATCH_PREFIX]))
 
 
 class Outcome(NamedTuple):

@@ -90,6 +90,7 @@ OUTBOX = PREFIX + "outbox"
 CHANGED = PREFIX + "changed"
 PUSHED = PREFIX + "pushed"
 LEASES = PREFIX + "leases"
+LEASE_OWNERS = PREFIX + "lease-owners"  # hash: batch id -> the token of the worker holding it (storage.leases)
 RETRIES = PREFIX + "retries"
 RETRY_DATA = PREFIX + "retry-data"
 METRICS = PREFIX + "metrics"

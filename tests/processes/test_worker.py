@@ -159,3 +159,27 @@ def test_plain_rq_worker_command_delivers_our_batches(conn, receiver, settings, 
     assert [a["status"] for a in rec["attempts"]] == [200]
     assert drained(conn)
     assert conn.zcard(keys.LEASES) == 0
+
+
+@pytest.mark.slow
+def test_a_worker_frozen_past_its_lease_sends_nothing_more_when_it_resumes(conn, receiver, settings, procs):
+    """Worker A is stopped (SIGSTOP) mid-batch for longer than its lease; the scheduler hands the
+    batch to worker B, which delivers the rest. When A resumes, its lease is gone (storage.leases):
+    it finishes the request it had in flight and starts none of the batch's other firings, so only
+    that one firing may arrive twice (the Idempotency-Key tells the receiver)."""
+    receiver.on("/w", (200, 1.0))  # the first request takes a second; the others none
+    enqueue_one_batch(conn, settings, once_triggers(5, receiver.url + "/w"))
+    worker_a = start_worker(procs, conn, WORKER_CONCURRENCY=1)
+    [first] = receiver.wait_for(lambda rs: len(rs) >= 1, 20)
+    worker_a.send(signal.SIGSTOP)
+    start_scheduler(procs, conn)
+    time.sleep(LEASE + 1.0)  # A's lease runs out; the scheduler puts the batch back in the outbox
+    start_worker(procs, conn, WORKER_CONCURRENCY=1)
+    wait_until(lambda: len({header(r, "Idempotency-Key") for r in snapshot(receiver)}) == 5, 20, "all five", procs)
+    worker_a.send(signal.SIGCONT)
+    time.sleep(LEASE + 1.0)  # A's timer renews, learns the batch is not its own, sends nothing more
+    wait_until(lambda: drained(conn), 10, "the batch to be gone", procs)
+    keys_sent = [header(r, "Idempotency-Key") for r in snapshot(receiver)]
+    again = {k for k in keys_sent if keys_sent.count(k) > 1}
+    assert again <= {header(first, "Idempotency-Key")}, (keys_sent, procs.logs())
+    assert len(records(conn)) == 5 and {r["outcome"] for r in records(conn).values()} == {"delivered"}

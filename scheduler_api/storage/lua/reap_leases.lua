@@ -3,6 +3,7 @@
 --
 -- KEYS[1] leases        sorted set sa:leases: batch id -> when its worker's lease runs out
 -- KEYS[2] outbox        sorted set sa:outbox: batch id -> when to push it
+-- KEYS[3] owners        hash sa:lease-owners: batch id -> the token of the worker holding it
 -- ARGV[1] now
 -- ARGV[2] the batch key prefix, 'sa:batch:' (keys.BATCH_PREFIX)
 -- Returns how many batches went back to the outbox.
@@ -19,6 +20,7 @@ local expired = redis.call('ZRANGEBYSCORE', leases_key, '-inf', now, 'LIMIT', 0,
 local requeued = 0
 for _, batch_id in ipairs(expired) do
   redis.call('ZREM', leases_key, batch_id)
+  redis.call('HDEL', KEYS[3], batch_id)  -- a worker resuming after this finds it is not its own
   if redis.call('EXISTS', batch_prefix .. batch_id) == 1 then
     redis.call('ZADD', outbox_key, now, batch_id)
     requeued = requeued + 1
