@@ -91,8 +91,7 @@ class Dispatch:
         """The RQ job's work: claim the batch, put its firings in the lanes; return once they all
         run or are parked (with a thread), or once they have all ended (without)."""
         runtime = self.runtime
-        lease = runtime.settings.worker_lease_seconds
-        claim = leases.claim_lease(conn, batch_id, now=time.time(), lease_seconds=lease, token=self.token)
+        claim = leases.claim_lease(conn, batch_id, now=time.time(), lease_seconds=self.lease, token=self.token)
         if claim is not LeaseClaim.CLAIMED:
             log.info(
                 "batch %s: %s", batch_id, "already done" if claim is LeaseClaim.EMPTY else "held by another worker"
@@ -198,7 +197,7 @@ class Dispatch:
             run.span.end()
 
     async def _keep(self) -> None:
-        lease = self.runtime.settings.worker_lease_seconds
+        lease = self.lease
         renew_every = lease / 3
         renewed = time.monotonic()
         while True:

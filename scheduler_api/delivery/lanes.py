@@ -59,18 +59,7 @@ class FairLanes(Generic[T]):
     def put(self, workspace: str, item: T) -> bool:
         """Queue `item` behind `workspace`'s earlier items; a free lane starts it when its turn comes.
         False: it is parked (its workspace has as many items running or ahead of it as it may run)."""
-        queue = self._queues.get(workspace)
-        if queue is None:
-            queue = self._queues[workspace] = deque()
-        queue.append(item)
-        free = self.per_workspace - self._in_flight.get(workspace, 0)
-        if len(queue) <= free:
-            self.runnable += 1
-            if len(queue) == 1:
-                self._turns.append(workspace)
-            self._wake(0)
-            return True
-        return False
+        return self.put_many(workspace, [item]) == 0
 
     def put_many(self, workspace: str, items: list[T]) -> int:
         """`put` each of `items` (in order) at once; return how many of them are parked."""
